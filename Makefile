@@ -1,0 +1,36 @@
+# taskkit — the two commands of the README, plus lint.
+#   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
+#   make demo                    the demo project with web + worker under honcho
+# Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
+
+PYTHON ?= python3
+VENV ?= .venv
+DJANGO ?=
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+STAMP = $(VENV)/.installed-$(subst /,_,$(subst >,gt,$(subst <,lt,$(subst =,eq,$(DJANGO)))))
+
+.PHONY: test demo lint venv clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+
+$(STAMP): pyproject.toml $(VENV)/bin/python
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test,demo,lint]' $(if $(DJANGO),'$(DJANGO)')
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check taskkit
+	$(VENV)/bin/mypy
+
+demo: $(STAMP)
+	$(VENV)/bin/python demo/run.py
+
+clean:
+	rm -rf $(VENV) .tmp test-output build *.egg-info

@@ -1,0 +1,35 @@
+"""The run being executed, reachable from inside a task body.
+
+``current_run()`` returns a ``RunContext`` while a reliable task's attempt runs (in a worker, or
+eagerly), and ``None`` elsewhere. A task hands ``idempotency_key`` (or ``run_id``) to an external
+API so that a retried attempt is recognised there as the same request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: uuid.UUID
+    task_name: str
+    attempt: int
+    idempotency_key: str | None
+    queue: str
+
+    @property
+    def key(self) -> str:
+        """The idempotency key if the run has one, else the run id: stable across attempts."""
+        return self.idempotency_key or str(self.run_id)
+
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "taskkit_current_run", default=None
+)
+
+
+def current_run() -> RunContext | None:
+    return _current.get()

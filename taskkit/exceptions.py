@@ -1,0 +1,57 @@
+"""The exceptions taskkit raises.
+
+    TaskkitError
+    ├── ConfigurationError (ImproperlyConfigured)   a @reliable_task option is wrong
+    ├── UnsafeArgument (TypeError)                  an argument cannot travel as JSON
+    ├── PayloadTooLarge (ValueError)                the arguments exceed TASKKIT_MAX_PAYLOAD_BYTES
+    ├── InvalidIdempotencyKey (ValueError)          a key that is not a short non-empty string
+    ├── UnsupportedOption (TypeError)               an apply_async option taskkit cannot honour
+    ├── MissingObject (LookupError)                 a referenced model row is gone at run time
+    ├── ResultNotSerializable (TypeError)           a task returned something that is not JSON
+    └── LeaseLost                                   the attempt lost its claim before finishing
+
+Each docstring doubles as the default message.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class TaskkitError(Exception):
+    """A taskkit error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(TaskkitError, ImproperlyConfigured):
+    """A @reliable_task option is invalid."""
+
+
+class UnsafeArgument(TaskkitError, TypeError):
+    """An argument cannot travel safely as JSON."""
+
+
+class PayloadTooLarge(TaskkitError, ValueError):
+    """The task's arguments exceed TASKKIT_MAX_PAYLOAD_BYTES."""
+
+
+class InvalidIdempotencyKey(TaskkitError, ValueError):
+    """An idempotency key must be a non-empty string of at most 255 characters."""
+
+
+class UnsupportedOption(TaskkitError, TypeError):
+    """This apply_async option is not supported on reliable tasks."""
+
+
+class MissingObject(TaskkitError, LookupError):
+    """A model instance referenced by the run's arguments no longer exists."""
+
+
+class ResultNotSerializable(TaskkitError, TypeError):
+    """The task returned a value that cannot be stored as JSON."""
+
+
+class LeaseLost(TaskkitError):
+    """The attempt lost its claim on the run before it could record its outcome."""

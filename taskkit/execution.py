@@ -1,0 +1,193 @@
+"""The consumer side: a message for run X becomes at most one attempt at a time.
+
+A worker that receives a message loads the run, *claims* it with a conditional update (see
+``taskkit.ledger``), re-fetches model arguments, runs the function and records the outcome. A
+message whose claim fails (a duplicate, or a stale redelivery) is acknowledged and skipped with a
+log line. A failed attempt asks the task's ``RetryPolicy``: a retry is recorded as RETRYING with
+``not_before`` and a delayed message is published, so the worker slot is free at once; giving up
+records FAILED. Atomic tasks run their body and the SUCCEEDED transition in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import Ignore, Retry
+from django.db import transaction
+from django.utils import timezone
+
+from . import ledger, publisher
+from .conf import settings
+from .context import RunContext, _current
+from .exceptions import LeaseLost, MissingObject, ResultNotSerializable
+from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskRun
+from .serialization import decode_call, encode_result
+
+if TYPE_CHECKING:
+    from .task import ReliableTask
+
+logger = logging.getLogger("taskkit.execution")
+
+
+def lease_seconds(task: ReliableTask) -> float:
+    """An attempt's lease: the hard time limit plus a margin, so a live attempt never loses it."""
+    limit = task.time_limit or task.app.conf.task_time_limit
+    if limit:
+        return float(limit) + settings.LEASE_MARGIN_SECONDS
+    return settings.LEASE_SECONDS
+
+
+def worker_id(request: Any, pid: int | None = None) -> str:
+    return f"{getattr(request, 'hostname', None) or socket.gethostname()}:{pid or os.getpid()}"
+
+
+def execute(task: ReliableTask, request: Any) -> Any:
+    """Run one attempt of the run named by ``request.id``, or skip the message."""
+    try:
+        run_id = uuid.UUID(str(request.id))
+    except ValueError:
+        logger.error("taskkit: message for %s has the id %r, which is not a run id; acknowledged "
+                     "and skipped.", task.name, request.id)
+        raise Ignore() from None
+    run = TaskRun.objects.using(ledger.db_alias()).filter(pk=run_id).first()
+    if run is None:
+        if _from_taskkit(request):
+            logger.error("taskkit: message for run %s of %s, which the ledger does not know; "
+                         "acknowledged and skipped.", run_id, task.name)
+            raise Ignore()
+        run = _adopt(task, request, run_id)
+    if run.task_name != task.name:
+        logger.error("taskkit: message for run %s names task %s but the run belongs to %s; "
+                     "acknowledged and skipped.", run_id, task.name, run.task_name)
+        raise Ignore()
+    claim = ledger.claim(run, worker_id(request), lease_seconds(task))
+    if claim is None:
+        run.refresh_from_db()
+        if _early(run):
+            # Clocks differ between hosts: a delayed message may arrive before the ledger says
+            # the run is due. Send it again for the due time rather than dropping it.
+            publisher.publish(task, run.pk, run.options, run.not_before)
+            logger.info("taskkit: message for run %s arrived before it was due (%s); re-sent.",
+                        run_id, run.not_before)
+            raise Ignore()
+        logger.warning(
+            "taskkit: skipped a message for run %s of %s: the run is %s after %d attempt(s) (a "
+            "duplicate, stale or early message); acknowledged.",
+            run_id, task.name, run.state, run.attempts,
+        )
+        raise Ignore()
+    return run_attempt(task, claim)
+
+
+def _early(run: TaskRun) -> bool:
+    return (
+        run.state in CLAIMABLE_STATES
+        and run.not_before is not None
+        and run.not_before > timezone.now()
+    )
+
+
+def _from_taskkit(request: Any) -> bool:
+    headers = getattr(request, "headers", None) or {}
+    return bool(getattr(request, publisher.RUN_HEADER, None) or headers.get(publisher.RUN_HEADER))
+
+
+def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
+    """Record a run for a message sent without taskkit (celery beat, ``send_task``)."""
+    delivery = getattr(request, "delivery_info", None) or {}
+    run = TaskRun(
+        id=run_id,
+        task_name=task.name,
+        queue=delivery.get("routing_key") or task.app.conf.task_default_queue,
+        args=list(request.args or ()),
+        kwargs=dict(request.kwargs or {}),
+        state=RunState.QUEUED,
+        created_at=timezone.now(),
+        queued_at=timezone.now(),
+    )
+    db = ledger.db_alias()
+    TaskRun.objects.using(db).bulk_create([run], ignore_conflicts=True)
+    logger.info("taskkit: adopted run %s of %s, sent without taskkit.", run_id, task.name)
+    return TaskRun.objects.using(db).get(pk=run_id)
+
+
+def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
+    run = claim.run
+    context = RunContext(
+        run_id=run.pk, task_name=run.task_name, attempt=claim.attempt,
+        idempotency_key=run.idempotency_key, queue=run.queue,
+    )
+    token = _current.set(context)
+    try:
+        try:
+            args, kwargs = decode_call(run.args, run.kwargs)
+        except MissingObject as exc:
+            return _after_failure(task, claim, exc, missing=True)
+        try:
+            if task.atomic:
+                with transaction.atomic(using=ledger.db_alias()):
+                    return _body(task, claim, args, kwargs)
+            return _body(task, claim, args, kwargs)
+        except LeaseLost:
+            logger.error(
+                "taskkit: attempt %d of run %s lost its claim before finishing; its outcome was "
+                "not recorded%s.", claim.attempt, run.pk,
+                " and its database writes were rolled back" if task.atomic else "",
+            )
+            raise Ignore() from None
+        except Exception as exc:
+            return _after_failure(task, claim, exc)
+    finally:
+        _current.reset(token)
+
+
+def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    value = task.run(*args, **kwargs)
+    result = encode_result(value, task.name)
+    if not ledger.succeed(claim, result):
+        raise LeaseLost()
+    return result
+
+
+def _after_failure(
+    task: ReliableTask, claim: ledger.Claim, exc: Exception, missing: bool = False
+) -> Any:
+    """Record the failed attempt; raise ``Retry`` (retry scheduled) or the exception (gave up)."""
+    run = claim.run
+    final_state = RunState.FAILED
+    decision = None
+    if missing and task.on_missing == "discard":
+        final_state = RunState.DISCARDED
+    elif not isinstance(exc, ResultNotSerializable) and not (missing and task.on_missing == "fail"):
+        started = run.first_started_at or claim.started_at
+        decision = task.policy.decide(
+            attempt=claim.attempt,
+            exception=exc,
+            seconds_since_start=(timezone.now() - started).total_seconds(),
+            force_retry=missing,
+        )
+    outcome = AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED
+    state = ledger.fail(claim, ledger.ErrorInfo.from_exception(exc), decision, outcome, final_state)
+    if state is None:
+        logger.error("taskkit: attempt %d of run %s failed after losing its claim: %r",
+                     claim.attempt, run.pk, exc)
+        raise Ignore()
+    if state == RunState.RETRYING and decision is not None:
+        schedule_retry(task, run, decision.delay)
+        raise Retry(exc=exc, when=decision.delay)
+    if state == RunState.DISCARDED:
+        logger.warning("taskkit: run %s of %s discarded: %s", run.pk, task.name, exc)
+        raise Ignore()
+    raise exc
+
+
+def schedule_retry(task: ReliableTask, run: TaskRun, delay: float) -> None:
+    """Publish the delayed message of a retry. If it is lost, the relay publishes when due."""
+    not_before = timezone.now() + datetime.timedelta(seconds=delay)
+    if publisher.publish(task, run.pk, run.options, not_before):
+        ledger.mark_requeued(run.pk)

@@ -1,0 +1,189 @@
+"""State transitions of a run, each a conditional UPDATE on the ledger.
+
+Every transition names the state (and, once claimed, the attempt number and the claim holder) it
+expects; if another process got there first the UPDATE matches no row and the caller learns it
+lost. That compare-and-set is what keeps one attempt at a time and makes duplicate messages
+harmless. The attempt row and the run's new state are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import router, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
+from .policy import RetryDecision
+
+
+def db_alias() -> str:
+    return router.db_for_write(TaskRun) or "default"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        kind = type(exc)
+        return cls(
+            type=f"{kind.__module__}.{kind.__qualname__}",
+            message=str(exc)[:10_000],
+            traceback="".join(tb.format_exception(exc))[-50_000:],
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A won claim: this process may run attempt ``attempt`` of ``run``."""
+
+    run: TaskRun
+    attempt: int
+    worker: str
+    started_at: datetime.datetime
+
+
+def claim(run: TaskRun, worker: str, lease_seconds: float) -> Claim | None:
+    """Move a claimable, due run to RUNNING for this worker; ``None`` if someone else has it."""
+    now = timezone.now()
+    won = (
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run.pk, state__in=CLAIMABLE_STATES, attempts=run.attempts)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .update(
+            state=RunState.RUNNING,
+            attempts=F("attempts") + 1,
+            first_started_at=Coalesce(F("first_started_at"), now),
+            started_at=now,
+            lease_until=now + datetime.timedelta(seconds=lease_seconds),
+            claimed_by=worker,
+        )
+    )
+    if not won:
+        return None
+    run.state = RunState.RUNNING
+    run.attempts += 1
+    run.started_at = now
+    if run.first_started_at is None:
+        run.first_started_at = now
+    run.claimed_by = worker
+    return Claim(run=run, attempt=run.attempts, worker=worker, started_at=now)
+
+
+def _held(c: Claim) -> Any:
+    return TaskRun.objects.using(db_alias()).filter(
+        pk=c.run.pk, state=RunState.RUNNING, attempts=c.attempt, claimed_by=c.worker
+    )
+
+
+def _attempt(
+    c: Claim,
+    outcome: str,
+    now: datetime.datetime,
+    error: ErrorInfo | None = None,
+    retry_delay: float | None = None,
+) -> TaskAttempt:
+    return TaskAttempt(
+        run_id=c.run.pk,
+        number=c.attempt,
+        outcome=outcome,
+        worker=c.worker,
+        started_at=c.started_at,
+        finished_at=now,
+        duration=(now - c.started_at).total_seconds(),
+        error_type=error.type if error else "",
+        error_message=error.message if error else "",
+        traceback=error.traceback if error else "",
+        retry_delay=retry_delay,
+    )
+
+
+def succeed(c: Claim, result: Any) -> bool:
+    """Record the attempt's success; ``False`` if the claim was lost meanwhile.
+
+    Runs in the caller's transaction when there is one (atomic tasks), else in its own.
+    """
+    now = timezone.now()
+    with transaction.atomic(using=db_alias()):
+        won = _held(c).update(
+            state=RunState.SUCCEEDED,
+            result=result,
+            finished_at=now,
+            lease_until=None,
+            not_before=None,
+            error_type="",
+            error_message="",
+            error_traceback="",
+        )
+        if won:
+            _attempt(c, AttemptOutcome.SUCCEEDED, now).save(using=db_alias())
+    return bool(won)
+
+
+def fail(
+    c: Claim,
+    error: ErrorInfo,
+    decision: RetryDecision | None,
+    outcome: str = AttemptOutcome.FAILED,
+    final_state: str = RunState.FAILED,
+) -> str | None:
+    """Record a failed attempt and move the run to RETRYING or ``final_state``.
+
+    Returns the new state, or ``None`` if the claim was lost meanwhile.
+    """
+    now = timezone.now()
+    if decision is not None:
+        changes: dict[str, Any] = {
+            "state": RunState.RETRYING,
+            "not_before": now + datetime.timedelta(seconds=decision.delay),
+        }
+    else:
+        changes = {"state": final_state, "finished_at": now, "not_before": None}
+    with transaction.atomic(using=db_alias()):
+        won = _held(c).update(
+            lease_until=None,
+            error_type=error.type,
+            error_message=error.message,
+            error_traceback=error.traceback,
+            **changes,
+        )
+        if won:
+            _attempt(
+                c, outcome, now, error, decision.delay if decision else None
+            ).save(using=db_alias())
+    return changes["state"] if won else None
+
+
+def holder_claim(run_id: Any, worker: str) -> Claim | None:
+    """The claim ``worker`` holds on a RUNNING run, read back from the ledger (for lost workers)."""
+    run = (
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, state=RunState.RUNNING, claimed_by=worker)
+        .first()
+    )
+    if run is None or run.started_at is None:
+        return None
+    return Claim(run=run, attempt=run.attempts, worker=worker, started_at=run.started_at)
+
+
+def mark_queued(run_id: Any) -> None:
+    """After a publish: PENDING → QUEUED (no-op if a worker already claimed it)."""
+    TaskRun.objects.using(db_alias()).filter(pk=run_id, state=RunState.PENDING).update(
+        state=RunState.QUEUED, queued_at=timezone.now()
+    )
+
+
+def mark_requeued(run_id: Any) -> None:
+    """After publishing a retry: stamp queued_at; the state stays RETRYING until claimed."""
+    TaskRun.objects.using(db_alias()).filter(pk=run_id, state=RunState.RETRYING).update(
+        queued_at=timezone.now()
+    )

@@ -1,0 +1,115 @@
+"""The run ledger: one ``TaskRun`` row per dispatch, one ``TaskAttempt`` row per execution.
+
+The ledger is the source of truth; a broker message only says "look at run X". A run's id is the
+Celery task id, so Celery, Flower and django-celery-results speak of the same id. State changes are
+conditional updates made in ``taskkit.ledger``; nothing else writes ``state``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class RunState(models.TextChoices):
+    PENDING = "PENDING", "pending"  # written in the caller's transaction, not yet published
+    QUEUED = "QUEUED", "queued"  # published to the broker
+    RUNNING = "RUNNING", "running"  # claimed by a worker, which holds a lease
+    RETRYING = "RETRYING", "retrying"  # an attempt failed; the next one is due at not_before
+    SUCCEEDED = "SUCCEEDED", "succeeded"
+    FAILED = "FAILED", "failed"
+    DISCARDED = "DISCARDED", "discarded"
+
+
+TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.DISCARDED})
+CLAIMABLE_STATES = frozenset({RunState.PENDING, RunState.QUEUED, RunState.RETRYING})
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "SUCCEEDED", "succeeded"
+    FAILED = "FAILED", "raised an exception"
+    MISSING = "MISSING", "a referenced object was missing"
+    TIMED_OUT = "TIMED_OUT", "hard time limit exceeded"
+    LOST = "LOST", "worker lost"
+
+
+class TaskRun(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255, blank=True, default="")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="Publish options (priority…).")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+
+    state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    first_started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="Earliest time the next attempt may start."
+    )
+    lease_until = models.DateTimeField(
+        null=True, blank=True, help_text="Until when the current attempt holds the run."
+    )
+    claimed_by = models.CharField(
+        max_length=255, blank=True, default="", help_text="host:pid of the attempt holding the run."
+    )
+
+    class Meta:
+        verbose_name = "task run"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task_name", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="taskkit_run_unique_idempotency_key",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "not_before"], name="taskkit_run_state_due"),
+            models.Index(fields=["state", "created_at"], name="taskkit_run_state_created"),
+            models.Index(fields=["task_name", "state"], name="taskkit_run_task_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.id}] {self.state}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class TaskAttempt(models.Model):
+    run = models.ForeignKey(TaskRun, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField()
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    retry_delay = models.FloatField(
+        null=True, blank=True, help_text="Seconds until the next attempt, when one was scheduled."
+    )
+
+    class Meta:
+        verbose_name = "task attempt"
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="taskkit_attempt_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.run_id}: {self.outcome}"

@@ -1,0 +1,95 @@
+"""Sends the broker message that says "look at run X", with bounded time and no exceptions.
+
+A publish either succeeds quickly or is given up quickly: socket timeouts and a short retry
+policy keep a dead or blackholed broker from hanging the caller. A failed publish is logged and
+leaves the run in the ledger (PENDING or RETRYING) for the relay; it never raises into the caller,
+whose data has already committed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import TYPE_CHECKING, Any
+
+import celery
+from django.utils import timezone
+
+from . import ledger
+from .conf import settings
+
+if TYPE_CHECKING:
+    from .task import ReliableTask
+
+logger = logging.getLogger("taskkit.publish")
+
+#: Header that marks a message as published by taskkit for an existing ledger row.
+RUN_HEADER = "taskkit_run"
+
+#: Options a run keeps for every (re)publish.
+PUBLISH_OPTIONS = ("queue", "priority", "routing_key", "exchange")
+
+_configured_apps: set[int] = set()
+
+
+def _ensure_timeouts(app: celery.Celery) -> None:
+    """Give the app's broker connections socket timeouts unless the project set its own."""
+    if id(app) in _configured_apps:
+        return
+    timeout = settings.PUBLISH_TIMEOUT
+    options = app.conf.broker_transport_options
+    if options is None:
+        options = app.conf.broker_transport_options = {}
+    options.setdefault("socket_connect_timeout", timeout)
+    options.setdefault("socket_timeout", max(timeout, 5.0))
+    _configured_apps.add(id(app))
+
+
+def publish(
+    task: ReliableTask,
+    run_id: Any,
+    options: dict[str, Any],
+    not_before: datetime.datetime | None = None,
+) -> bool:
+    """Publish one message for ``run_id``; ``True`` if the broker took it."""
+    _ensure_timeouts(task.app)
+    publish_options = {k: v for k, v in options.items() if k in PUBLISH_OPTIONS and v is not None}
+    if not_before is not None:
+        countdown = (not_before - timezone.now()).total_seconds()
+        if countdown > 0:
+            publish_options["countdown"] = countdown
+    try:
+        celery.Task.apply_async(
+            task,
+            args=(),
+            kwargs={},
+            task_id=str(run_id),
+            headers={RUN_HEADER: "1"},
+            retry=True,
+            retry_policy={
+                "max_retries": settings.PUBLISH_MAX_RETRIES,
+                "interval_start": 0,
+                "interval_step": 0.2,
+                "interval_max": 0.5,
+            },
+            **publish_options,
+        )
+    except Exception as exc:
+        logger.warning(
+            "taskkit: could not publish run %s of %s (%s: %s); it stays in the ledger for the "
+            "relay to publish.",
+            run_id, task.name, type(exc).__name__, exc,
+        )
+        return False
+    return True
+
+
+def publish_new(
+    task: ReliableTask, run_id: Any, options: dict[str, Any], not_before: datetime.datetime | None
+) -> None:
+    """The on-commit callback of a dispatch."""
+    if publish(task, run_id, options, not_before):
+        try:
+            ledger.mark_queued(run_id)
+        except Exception:
+            logger.exception("taskkit: run %s was published but could not be marked QUEUED", run_id)

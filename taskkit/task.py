@@ -1,0 +1,199 @@
+"""``@reliable_task``: a Celery task whose every dispatch goes through the run ledger.
+
+The decorator validates its options at decoration time (with "did you mean" hints), freezes the
+tenacity strategies into a ``RetryPolicy`` and registers a ``ReliableTask`` with Celery's
+``shared_task``, so it binds to whichever Celery app the project uses. ``.delay()`` and
+``.apply_async()`` dispatch through ``taskkit.dispatch``; a worker executes through
+``taskkit.execution``; calling the task object directly runs the function in-process.
+Per-task configuration lives on the task class and is never mutated; per-run state never lives
+on the task object (it is a per-process singleton).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+import celery
+
+from .exceptions import ConfigurationError
+from .policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
+
+if TYPE_CHECKING:
+    from .result import RunResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Celery task options passed through unchanged.
+CELERY_OPTIONS = frozenset(
+    {"name", "time_limit", "soft_time_limit", "rate_limit", "priority", "ignore_result",
+     "track_started", "store_errors_even_if_ignored", "routing_key", "exchange"}
+)
+
+#: Celery options that reliable tasks replace, and what to use instead.
+REPLACED_OPTIONS = {
+    "bind": "use taskkit.current_run() inside the task for the run id, attempt and key",
+    "max_retries": "use stop=tenacity.stop_after_attempt(N)",
+    "default_retry_delay": "use wait=tenacity.wait_fixed(seconds)",
+    "autoretry_for": "use retry=tenacity.retry_if_exception_type(...)",
+    "retry_backoff": "use wait=tenacity.wait_exponential_jitter(...)",
+    "retry_backoff_max": "use wait=tenacity.wait_exponential_jitter(max=...)",
+    "retry_jitter": "use wait=tenacity.wait_exponential_jitter(...)",
+    "retry_kwargs": "use stop= and wait= with tenacity strategies",
+    "acks_late": "reliable tasks always acknowledge late",
+    "reject_on_worker_lost": "reliable tasks always requeue on a lost worker",
+    "serializer": "reliable tasks always travel as JSON",
+    "base": "reliable tasks use taskkit.task.ReliableTask",
+    "typing": "arguments are always checked against the function's signature",
+    "expires": "a committed run always reaches a terminal state",
+}
+
+_TASKKIT_OPTIONS = ("stop", "wait", "retry", "idempotency_key", "on_missing", "atomic", "queue")
+
+
+class ReliableTask(celery.Task):  # type: ignore[misc]
+    """Base class of every ``@reliable_task``."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    typing = False  # taskkit binds arguments to the signature itself, before writing the run
+    Request = "taskkit.worker:ReliableRequest"
+
+    is_reliable = True
+    policy: RetryPolicy
+    idempotency_key_fn: Callable[..., str] | None = None
+    on_missing: str = "fail"
+    atomic: bool = False
+    call_signature: inspect.Signature | None = None
+    reliable_queue: str | None = None  # the queue= of the decorator (Celery 5.7 deprecates Task.queue)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request_stack.top
+        if request is not None and not request.called_directly and request.id:
+            from .execution import execute  # models load after the app registry
+
+            return execute(self, request)  # a worker (or eager apply) runs the run
+        return self.run(*args, **kwargs)
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: Any = None,
+        **options: Any,
+    ) -> RunResult:
+        for name, value in (("producer", producer), ("link", link), ("link_error", link_error),
+                            ("shadow", shadow)):
+            if value is not None:
+                options[name] = value
+        if task_id is not None:
+            options["task_id"] = task_id
+        from .dispatch import dispatch  # models load after the app registry
+
+        return dispatch(self, tuple(args or ()), dict(kwargs or {}), options)
+
+    def delay(self, *args: Any, **kwargs: Any) -> RunResult:
+        return self.apply_async(args, kwargs)
+
+
+@overload
+def reliable_task(fn: Callable[P, R], /) -> ReliableTask: ...
+
+
+@overload
+def reliable_task(
+    *,
+    stop: Any = None,
+    wait: Any = None,
+    retry: Any = None,
+    idempotency_key: Callable[..., str] | None = None,
+    on_missing: str = "fail",
+    atomic: bool = False,
+    queue: str | None = None,
+    **celery_options: Any,
+) -> Callable[[Callable[P, R]], ReliableTask]: ...
+
+
+def reliable_task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    stop: Any = None,
+    wait: Any = None,
+    retry: Any = None,
+    idempotency_key: Callable[..., str] | None = None,
+    on_missing: str = "fail",
+    atomic: bool = False,
+    queue: str | None = None,
+    **celery_options: Any,
+) -> Any:
+    """Declare a reliable task. See the README for the options and the guarantees."""
+    _check_celery_options(celery_options)
+    if on_missing not in ON_MISSING_CHOICES:
+        raise ConfigurationError(
+            f"on_missing={on_missing!r}: choose one of {', '.join(map(repr, ON_MISSING_CHOICES))}"
+            f"{_did_you_mean(str(on_missing), ON_MISSING_CHOICES)}."
+        )
+    if not isinstance(atomic, bool):
+        raise ConfigurationError(f"atomic={atomic!r}: pass True or False.")
+    if idempotency_key is not None and not callable(idempotency_key):
+        raise ConfigurationError(
+            f"idempotency_key={idempotency_key!r} must be a function of the task's arguments "
+            "returning a str, e.g. idempotency_key=lambda order: f'charge:{order.pk}'. To give "
+            "one key to one call, pass apply_async(..., idempotency_key='…')."
+        )
+    policy = make_policy(stop=stop, wait=wait, retry=retry)
+
+    def decorate(func: Callable[..., Any]) -> ReliableTask:
+        if not callable(func):
+            raise ConfigurationError(f"@reliable_task decorates a function, not {func!r}.")
+        try:
+            signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            signature = None
+        task = celery.shared_task(
+            base=ReliableTask,
+            policy=policy,
+            idempotency_key_fn=staticmethod(idempotency_key) if idempotency_key else None,
+            on_missing=on_missing,
+            atomic=atomic,
+            call_signature=signature,
+            reliable_queue=queue,
+            **celery_options,
+        )(func)
+        return task  # type: ignore[no-any-return]
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+def _check_celery_options(options: Mapping[str, Any]) -> None:
+    for name in options:
+        if name in CELERY_OPTIONS:
+            continue
+        if name in REPLACED_OPTIONS:
+            raise ConfigurationError(
+                f"@reliable_task({name}=…) is not supported: {REPLACED_OPTIONS[name]}."
+            )
+        known = (*_TASKKIT_OPTIONS, *CELERY_OPTIONS)
+        raise ConfigurationError(
+            f"@reliable_task got an unknown option {name!r}{_did_you_mean(name, known)}. "
+            f"taskkit options: {', '.join(_TASKKIT_OPTIONS)}; Celery options passed through: "
+            f"{', '.join(sorted(CELERY_OPTIONS))}."
+        )
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+__all__ = ["ReliableTask", "reliable_task"]

@@ -1,0 +1,81 @@
+"""Worker-side hooks that run in the worker's main process, where a dead child is noticed.
+
+When a prefork child is killed mid-attempt (SIGKILL, OOM) or exceeds its hard time limit, the
+child cannot record anything. ``ReliableRequest`` records the lost attempt for it, from the
+parent, and schedules the next attempt by the task's policy (a lost worker is always retryable,
+within the stop strategy, so a task that kills its worker every time ends FAILED). A worker whose
+main process dies is recovered by the relay when the attempt's lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded
+from billiard.einfo import ExceptionWithTraceback
+from celery.worker.request import Request
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from . import ledger
+from .models import AttemptOutcome, RunState
+
+logger = logging.getLogger("taskkit.worker")
+
+
+class ReliableRequest(Request):  # type: ignore[misc]
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:
+            record_lost_attempt(self, AttemptOutcome.TIMED_OUT, TimeLimitExceeded(timeout))
+        super().on_timeout(soft, timeout)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        lost = isinstance(exc, WorkerLostError) or (
+            isinstance(exc, SystemExit | KeyboardInterrupt)
+            and not (self._already_cancelled or self._already_revoked)
+        )
+        if lost:
+            record_lost_attempt(self, AttemptOutcome.LOST, WorkerLostError(str(exc)))
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
+    """Record the attempt the child ``request.worker_pid`` held, and schedule what comes next."""
+    from .execution import schedule_retry, worker_id
+
+    task = request.task
+    if not getattr(task, "is_reliable", False) or not request.worker_pid:
+        return
+    try:
+        close_old_connections()
+        claim = ledger.holder_claim(request.id, worker_id(request, request.worker_pid))
+        if claim is None:
+            return  # the child died before claiming, or the outcome was already recorded
+        started = claim.run.first_started_at or claim.started_at
+        decision = task.policy.decide(
+            attempt=claim.attempt,
+            exception=exc,
+            seconds_since_start=(timezone.now() - started).total_seconds(),
+            force_retry=outcome == AttemptOutcome.LOST,
+        )
+        error = ledger.ErrorInfo(
+            type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            message=str(exc) or outcome,
+            traceback="",
+        )
+        state = ledger.fail(claim, error, decision, outcome)
+        logger.warning("taskkit: attempt %d of run %s of %s ended %s; run is now %s.",
+                       claim.attempt, request.id, task.name, outcome, state)
+        if state == RunState.RETRYING and decision is not None:
+            schedule_retry(task, claim.run, decision.delay)
+    except Exception:
+        logger.exception("taskkit: could not record the lost attempt of run %s; the relay will "
+                         "recover it when its lease expires.", request.id)
+    finally:
+        connections.close_all()

@@ -1,0 +1,128 @@
+"""Reliable tasks the test suite dispatches. Each writes ``Effect`` rows so tests can count."""
+
+import os
+import time
+
+from tenacity import retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from taskkit import current_run, reliable_task
+
+from .models import Effect, Order
+
+FAST = {"wait": wait_fixed(0.3)}
+
+
+def _effect(kind, **payload):
+    run = current_run()
+    return Effect.objects.create(
+        kind=kind,
+        run_id=str(run.run_id) if run else "",
+        attempt=run.attempt if run else 0,
+        payload=payload,
+        pid=os.getpid(),
+    )
+
+
+@reliable_task
+def record(kind, **payload):
+    _effect(kind, **payload)
+    return {"kind": kind}
+
+
+@reliable_task(queue="inspect")
+def parked(kind, *values, **payload):
+    """Published to a queue no worker consumes, so tests can look at the messages."""
+    return kind
+
+
+@reliable_task(queue="inspect", idempotency_key=lambda order_id, amount: f"charge:{order_id}")
+def parked_charge(order_id, amount):
+    return order_id
+
+
+@reliable_task(idempotency_key=lambda order_id, amount: f"charge:{order_id}")
+def charge(order_id, amount):
+    _effect("charge", order_id=order_id, amount=str(amount), key=current_run().idempotency_key)
+
+
+@reliable_task(stop=stop_after_attempt(5), **FAST)
+def flaky(kind, failures):
+    run = current_run()
+    _effect(kind)
+    if run.attempt <= failures:
+        raise ConnectionError(f"failure {run.attempt} of {failures}")
+    return run.attempt
+
+
+@reliable_task(stop=stop_after_attempt(3), **FAST)
+def always_fails(kind):
+    _effect(kind)
+    raise ValueError(f"{kind} always fails")
+
+
+@reliable_task(retry=retry_if_exception_type(ConnectionError), **FAST)
+def not_retryable(kind):
+    _effect(kind)
+    raise KeyError(kind)
+
+
+@reliable_task
+def returns_object(kind):
+    return object()
+
+
+@reliable_task
+def touch_order(order):
+    _effect("touch", order_id=order.pk, note=order.note, amount=str(order.amount))
+
+
+@reliable_task(on_missing="discard")
+def touch_order_discard(order):
+    _effect("touch", order_id=order.pk)
+
+
+@reliable_task(on_missing="retry", stop=stop_after_attempt(3), **FAST)
+def touch_order_retry(order):
+    _effect("touch", order_id=order.pk)
+
+
+@reliable_task
+def sleep_then_record(kind, seconds):
+    _effect(f"{kind}-start")
+    time.sleep(seconds)
+    _effect(kind)
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(1))
+def atomic_then_fail(kind):
+    _effect(kind)
+    Order.objects.create(reference=kind)
+    raise RuntimeError("fails after writing")
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(3), **FAST)
+def atomic_slow_first(kind, seconds):
+    """Writes, then sleeps on attempt 1 (long enough to be SIGKILLed mid-body)."""
+    _effect(kind)  # inside the attempt's transaction: not visible until it commits
+    if current_run().attempt == 1:
+        time.sleep(seconds)
+
+
+@reliable_task(time_limit=2, stop=stop_after_attempt(2), **FAST)
+def hangs_first(kind):
+    if current_run().attempt == 1:
+        time.sleep(30)
+    _effect(kind)
+
+
+@reliable_task(soft_time_limit=1, time_limit=10, stop=stop_after_attempt(2), **FAST)
+def soft_limited(kind):
+    if current_run().attempt == 1:
+        time.sleep(5)
+    _effect(kind)
+
+
+@reliable_task(stop=stop_after_attempt(3), **FAST)
+def kills_worker(kind):
+    _effect(kind)
+    os.kill(os.getpid(), 9)
