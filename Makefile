@@ -27,7 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check taskkit
-	$(VENV)/bin/mypy
+	PYTHONPATH=. $(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(VENV)/bin/python demo/run.py

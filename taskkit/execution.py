@@ -51,19 +51,32 @@ def execute(task: ReliableTask, request: Any) -> Any:
     try:
         run_id = uuid.UUID(str(request.id))
     except ValueError:
-        logger.error("taskkit: message for %s has the id %r, which is not a run id; acknowledged "
-                     "and skipped.", task.name, request.id)
+        logger.error(
+            "taskkit: message for %s has the id %r, which is not a run id; acknowledged "
+            "and skipped.",
+            task.name,
+            request.id,
+        )
         raise Ignore() from None
     run = TaskRun.objects.using(ledger.db_alias()).filter(pk=run_id).first()
     if run is None:
         if _from_taskkit(request):
-            logger.error("taskkit: message for run %s of %s, which the ledger does not know; "
-                         "acknowledged and skipped.", run_id, task.name)
+            logger.error(
+                "taskkit: message for run %s of %s, which the ledger does not know; "
+                "acknowledged and skipped.",
+                run_id,
+                task.name,
+            )
             raise Ignore()
         run = _adopt(task, request, run_id)
     if run.task_name != task.name:
-        logger.error("taskkit: message for run %s names task %s but the run belongs to %s; "
-                     "acknowledged and skipped.", run_id, task.name, run.task_name)
+        logger.error(
+            "taskkit: message for run %s names task %s but the run belongs to %s; "
+            "acknowledged and skipped.",
+            run_id,
+            task.name,
+            run.task_name,
+        )
         raise Ignore()
     claim = ledger.claim(run, worker_id(request), lease_seconds(task))
     if claim is None:
@@ -72,13 +85,19 @@ def execute(task: ReliableTask, request: Any) -> Any:
             # Clocks differ between hosts: a delayed message may arrive before the ledger says
             # the run is due. Send it again for the due time rather than dropping it.
             publisher.publish(task, run.pk, run.options, run.not_before)
-            logger.info("taskkit: message for run %s arrived before it was due (%s); re-sent.",
-                        run_id, run.not_before)
+            logger.info(
+                "taskkit: message for run %s arrived before it was due (%s); re-sent.",
+                run_id,
+                run.not_before,
+            )
             raise Ignore()
         logger.warning(
             "taskkit: skipped a message for run %s of %s: the run is %s after %d attempt(s) (a "
             "duplicate, stale or early message); acknowledged.",
-            run_id, task.name, run.state, run.attempts,
+            run_id,
+            task.name,
+            run.state,
+            run.attempts,
         )
         raise Ignore()
     return run_attempt(task, claim)
@@ -119,8 +138,11 @@ def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
 def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
     run = claim.run
     context = RunContext(
-        run_id=run.pk, task_name=run.task_name, attempt=claim.attempt,
-        idempotency_key=run.idempotency_key, queue=run.queue,
+        run_id=run.pk,
+        task_name=run.task_name,
+        attempt=claim.attempt,
+        idempotency_key=run.idempotency_key,
+        queue=run.queue,
     )
     token = _current.set(context)
     try:
@@ -136,7 +158,9 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
         except LeaseLost:
             logger.error(
                 "taskkit: attempt %d of run %s lost its claim before finishing; its outcome was "
-                "not recorded%s.", claim.attempt, run.pk,
+                "not recorded%s.",
+                claim.attempt,
+                run.pk,
                 " and its database writes were rolled back" if task.atomic else "",
             )
             raise Ignore() from None
@@ -174,8 +198,12 @@ def _after_failure(
     outcome = AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED
     state = ledger.fail(claim, ledger.ErrorInfo.from_exception(exc), decision, outcome, final_state)
     if state is None:
-        logger.error("taskkit: attempt %d of run %s failed after losing its claim: %r",
-                     claim.attempt, run.pk, exc)
+        logger.error(
+            "taskkit: attempt %d of run %s failed after losing its claim: %r",
+            claim.attempt,
+            run.pk,
+            exc,
+        )
         raise Ignore()
     if state == RunState.RETRYING and decision is not None:
         schedule_retry(task, run, decision.delay)

@@ -157,9 +157,9 @@ def fail(
             **changes,
         )
         if won:
-            _attempt(
-                c, outcome, now, error, decision.delay if decision else None
-            ).save(using=db_alias())
+            _attempt(c, outcome, now, error, decision.delay if decision else None).save(
+                using=db_alias()
+            )
     return changes["state"] if won else None
 
 

@@ -8,6 +8,7 @@ own order — and returns a ``RetryDecision`` or ``None`` (give up). No I/O happ
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +27,9 @@ OnMissing = Literal["fail", "discard", "retry"]
 ON_MISSING_CHOICES: tuple[str, ...] = ("fail", "discard", "retry")
 
 DEFAULT_ATTEMPTS = 5
+
+#: Longest delay a retry may be scheduled for (a year); longer waits are capped to it.
+MAX_DELAY = 366 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class RetryPolicy:
         state.outcome_timestamp = now
         if not force_retry and not self.retry(state):
             return None
-        delay = max(0.0, float(self.wait(state)))
+        delay = float(self.wait(state))
+        # A strategy may return anything; the ledger needs a finite, representable delay.
+        delay = MAX_DELAY if math.isnan(delay) else min(max(0.0, delay), MAX_DELAY)
         state.upcoming_sleep = delay
         if self.stop(state):
             return None
@@ -87,8 +93,10 @@ def make_policy(stop: Any = None, wait: Any = None, retry: Any = None) -> RetryP
     if wait is None:
         wait = wait_exponential_jitter(initial=1, max=300)
     elif isinstance(wait, int | float) and not isinstance(wait, bool):
-        if wait < 0:
-            raise ConfigurationError(f"wait={wait}: a wait cannot be negative.")
+        if not 0 <= wait <= MAX_DELAY:
+            raise ConfigurationError(
+                f"wait={wait}: a wait is a number of seconds from 0 to {MAX_DELAY:.0f} (a year)."
+            )
         wait = tenacity.wait_fixed(wait)
     _require_callable("wait", wait, "tenacity.wait_exponential_jitter(initial=1, max=300)")
 

@@ -78,7 +78,10 @@ def publish(
         logger.warning(
             "taskkit: could not publish run %s of %s (%s: %s); it stays in the ledger for the "
             "relay to publish.",
-            run_id, task.name, type(exc).__name__, exc,
+            run_id,
+            task.name,
+            type(exc).__name__,
+            exc,
         )
         return False
     return True

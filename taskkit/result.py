@@ -9,7 +9,7 @@ from celery.result import AsyncResult
 from .models import TaskRun
 
 
-class RunResult(AsyncResult):  # type: ignore[misc]
+class RunResult(AsyncResult):
     """``AsyncResult`` for a run. ``created`` is False when an idempotency key matched a run."""
 
     def __init__(self, id: str, created: bool = True, **kwargs: Any) -> None:

@@ -35,7 +35,9 @@ def encode(value: Any, where: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise UnsafeArgument(f"{where} is {value!r}, which JSON cannot store; pass a finite number.")
+            raise UnsafeArgument(
+                f"{where} is {value!r}, which JSON cannot store; pass a finite number."
+            )
         return value
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
@@ -50,8 +52,12 @@ def encode(value: Any, where: str) -> Any:
     if isinstance(value, datetime.time):
         return {TAG: "time", "value": value.isoformat()}
     if isinstance(value, datetime.timedelta):
-        return {TAG: "timedelta", "days": value.days, "seconds": value.seconds,
-                "microseconds": value.microseconds}
+        return {
+            TAG: "timedelta",
+            "days": value.days,
+            "seconds": value.seconds,
+            "microseconds": value.microseconds,
+        }
     if isinstance(value, models.Model):
         return _encode_instance(value, where)
     if isinstance(value, list | tuple):
@@ -68,11 +74,17 @@ def encode(value: Any, where: str) -> Any:
                 raise UnsafeArgument(f"{where} uses the reserved key {TAG!r}; rename it.")
             out[key] = encode(item, f"{where}[{key!r}]")
         return out
-    raise UnsafeArgument(f"{where} is {_describe(value)}, which cannot travel to a worker: {_hint(value)}")
+    raise UnsafeArgument(
+        f"{where} is {_describe(value)}, which cannot travel to a worker: {_hint(value)}"
+    )
 
 
 def _encode_instance(instance: models.Model, where: str) -> dict[str, Any]:
     label = instance._meta.label
+    if not instance._state.adding and instance.pk is None:
+        raise UnsafeArgument(
+            f"{where} is a deleted {label} instance (its pk is None); pass an existing row."
+        )
     if instance._state.adding or instance.pk is None:
         raise UnsafeArgument(
             f"{where} is an unsaved {label} instance; only saved instances travel (as a "
@@ -87,8 +99,10 @@ def _describe(value: Any) -> str:
 
 def _hint(value: Any) -> str:
     if isinstance(value, models.QuerySet):
-        return ("querysets are evaluated lazily and could mean other rows by the time the task "
-                "runs; pass a list of primary keys: list(qs.values_list('pk', flat=True)).")
+        return (
+            "querysets are evaluated lazily and could mean other rows by the time the task "
+            "runs; pass a list of primary keys: list(qs.values_list('pk', flat=True))."
+        )
     if isinstance(value, set | frozenset):
         return "sets have no JSON form; pass sorted(the_set)."
     if isinstance(value, bytes | bytearray | memoryview):
@@ -97,8 +111,10 @@ def _hint(value: Any) -> str:
         return "open files cannot travel; store the content and pass its path or a model instance."
     if inspect.isroutine(value) or inspect.isclass(value) or callable(value):
         return "functions and classes cannot travel; pass a name or value the task can look up."
-    return ("pass JSON values (str, int, float, bool, None, list, dict), Decimal, UUID, date/time "
-            "values, or a saved model instance.")
+    return (
+        "pass JSON values (str, int, float, bool, None, list, dict), Decimal, UUID, date/time "
+        "values, or a saved model instance."
+    )
 
 
 def decode(value: Any) -> Any:
@@ -154,16 +170,19 @@ def encode_call(
         except TypeError as exc:
             raise TypeError(f"{task_name}: {exc}") from None
         positional = [
-            p.name for p in signature.parameters.values()
+            p.name
+            for p in signature.parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        names = [positional[i] if i < len(positional) else f"*args[{i - len(positional)}]"
-                 for i in range(len(args))]
+        names = [
+            positional[i] if i < len(positional) else f"*args[{i - len(positional)}]"
+            for i in range(len(args))
+        ]
         del bound
-    encoded_args = [encode(a, f"argument {n!r} of {task_name}()") for n, a in zip(names, args)]
-    encoded_kwargs = {
-        k: encode(v, f"argument {k!r} of {task_name}()") for k, v in kwargs.items()
-    }
+    encoded_args = [
+        encode(a, f"argument {n!r} of {task_name}()") for n, a in zip(names, args, strict=True)
+    ]
+    encoded_kwargs = {k: encode(v, f"argument {k!r} of {task_name}()") for k, v in kwargs.items()}
     size = payload_size(encoded_args, encoded_kwargs)
     if size > max_bytes:
         raise PayloadTooLarge(

@@ -29,8 +29,18 @@ R = TypeVar("R")
 
 #: Celery task options passed through unchanged.
 CELERY_OPTIONS = frozenset(
-    {"name", "time_limit", "soft_time_limit", "rate_limit", "priority", "ignore_result",
-     "track_started", "store_errors_even_if_ignored", "routing_key", "exchange"}
+    {
+        "name",
+        "time_limit",
+        "soft_time_limit",
+        "rate_limit",
+        "priority",
+        "ignore_result",
+        "track_started",
+        "store_errors_even_if_ignored",
+        "routing_key",
+        "exchange",
+    }
 )
 
 #: Celery options that reliable tasks replace, and what to use instead.
@@ -54,7 +64,7 @@ REPLACED_OPTIONS = {
 _TASKKIT_OPTIONS = ("stop", "wait", "retry", "idempotency_key", "on_missing", "atomic", "queue")
 
 
-class ReliableTask(celery.Task):  # type: ignore[misc]
+class ReliableTask(celery.Task):
     """Base class of every ``@reliable_task``."""
 
     acks_late = True
@@ -68,7 +78,7 @@ class ReliableTask(celery.Task):  # type: ignore[misc]
     on_missing: str = "fail"
     atomic: bool = False
     call_signature: inspect.Signature | None = None
-    reliable_queue: str | None = None  # the queue= of the decorator (Celery 5.7 deprecates Task.queue)
+    reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -89,8 +99,12 @@ class ReliableTask(celery.Task):  # type: ignore[misc]
         shadow: Any = None,
         **options: Any,
     ) -> RunResult:
-        for name, value in (("producer", producer), ("link", link), ("link_error", link_error),
-                            ("shadow", shadow)):
+        for name, value in (
+            ("producer", producer),
+            ("link", link),
+            ("link_error", link_error),
+            ("shadow", shadow),
+        ):
             if value is not None:
                 options[name] = value
         if task_id is not None:
@@ -141,6 +155,8 @@ def reliable_task(
             f"on_missing={on_missing!r}: choose one of {', '.join(map(repr, ON_MISSING_CHOICES))}"
             f"{_did_you_mean(str(on_missing), ON_MISSING_CHOICES)}."
         )
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise ConfigurationError(f"queue={queue!r}: pass the name of a queue as a non-empty str.")
     if not isinstance(atomic, bool):
         raise ConfigurationError(f"atomic={atomic!r}: pass True or False.")
     if idempotency_key is not None and not callable(idempotency_key):
@@ -168,7 +184,7 @@ def reliable_task(
             reliable_queue=queue,
             **celery_options,
         )(func)
-        return task  # type: ignore[no-any-return]
+        return task
 
     if fn is not None:
         return decorate(fn)

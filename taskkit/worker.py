@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import TimeLimitExceeded
-from billiard.einfo import ExceptionWithTraceback
 from celery.worker.request import Request
 from django.db import close_old_connections, connections
 from django.utils import timezone
@@ -25,14 +25,15 @@ from .models import AttemptOutcome, RunState
 logger = logging.getLogger("taskkit.worker")
 
 
-class ReliableRequest(Request):  # type: ignore[misc]
+class ReliableRequest(Request):
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
             record_lost_attempt(self, AttemptOutcome.TIMED_OUT, TimeLimitExceeded(timeout))
         super().on_timeout(soft, timeout)
 
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
-                   return_ok: bool = False) -> None:
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
@@ -70,12 +71,21 @@ def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
             traceback="",
         )
         state = ledger.fail(claim, error, decision, outcome)
-        logger.warning("taskkit: attempt %d of run %s of %s ended %s; run is now %s.",
-                       claim.attempt, request.id, task.name, outcome, state)
+        logger.warning(
+            "taskkit: attempt %d of run %s of %s ended %s; run is now %s.",
+            claim.attempt,
+            request.id,
+            task.name,
+            outcome,
+            state,
+        )
         if state == RunState.RETRYING and decision is not None:
             schedule_retry(task, claim.run, decision.delay)
     except Exception:
-        logger.exception("taskkit: could not record the lost attempt of run %s; the relay will "
-                         "recover it when its lease expires.", request.id)
+        logger.exception(
+            "taskkit: could not record the lost attempt of run %s; the relay will "
+            "recover it when its lease expires.",
+            request.id,
+        )
     finally:
         connections.close_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,8 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05,
-              what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -51,11 +56,32 @@ class Worker:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         start_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-             "-P", "prefork", "-c", str(self.concurrency), "-E", "-n", f"{self.name}@%h",
-             "-Q", self.queues, "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--loglevel", "INFO"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(self.concurrency),
+                "-E",
+                "-n",
+                f"{self.name}@%h",
+                "-Q",
+                self.queues,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -88,10 +114,8 @@ class Worker:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         else:
-            try:  # children of a dead worker
+            with contextlib.suppress(ProcessLookupError):  # children of a dead worker
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._log.close()
         self.process = None
 

@@ -73,7 +73,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "socket_connect_timeout": 1,
+    "socket_connect_timeout": 0.5,
     "socket_timeout": 5,
     "visibility_timeout": 3600,
 }

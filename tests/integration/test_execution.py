@@ -1,5 +1,6 @@
 """Execution by a real worker: claims, retries, recorded attempts and outcomes (inv. 3, 6, 7, 8)."""
 
+import itertools
 import uuid
 from decimal import Decimal
 
@@ -52,7 +53,7 @@ def test_fails_twice_then_succeeds(worker):
         assert "Traceback" in failed.traceback and "raise ConnectionError" in failed.traceback
         assert failed.retry_delay == pytest.approx(0.3)
     # the recorded gaps follow the wait strategy (wait_fixed(0.3))
-    for before, after in zip(attempts, attempts[1:]):
+    for before, after in itertools.pairwise(attempts):
         gap = (after.started_at - before.finished_at).total_seconds()
         assert gap >= 0.3
     assert Effect.objects.filter(kind="flaky").count() == 3
@@ -96,8 +97,11 @@ def test_model_instances_are_refetched_by_the_worker(worker):
 
 @pytest.mark.parametrize(
     ("task", "state", "attempts"),
-    [("touch_order", "FAILED", 1), ("touch_order_discard", "DISCARDED", 1),
-     ("touch_order_retry", "FAILED", 3)],
+    [
+        ("touch_order", "FAILED", 1),
+        ("touch_order_discard", "DISCARDED", 1),
+        ("touch_order_retry", "FAILED", 3),
+    ],
 )
 def test_a_missing_object_follows_on_missing(worker, task, state, attempts):
     """A deleted argument ends FAILED, DISCARDED, or is retried, by the task's on_missing."""
@@ -116,10 +120,13 @@ def test_a_duplicate_message_for_a_finished_run_is_skipped(worker):
     """The byte-identical message delivered again after success is acknowledged and skipped."""
     result = tasks.record.delay("once")
     finished(result.id)
-    CeleryTask.apply_async(tasks.record, args=(), kwargs={}, task_id=result.id,
-                           headers={"taskkit_run": "1"})
-    wait_for(lambda: f"skipped a message for run {result.id}" in worker.log(),
-             what="the skip to be logged")
+    CeleryTask.apply_async(
+        tasks.record, args=(), kwargs={}, task_id=result.id, headers={"taskkit_run": "1"}
+    )
+    wait_for(
+        lambda: f"skipped a message for run {result.id}" in worker.log(),
+        what="the skip to be logged",
+    )
     assert Effect.objects.filter(kind="once").count() == 1
     assert TaskRun.objects.get(pk=result.id).attempts == 1
 
@@ -128,8 +135,9 @@ def test_a_duplicate_delivered_while_running_never_runs_twice(worker):
     """Two messages for one run, both taken while the first attempt runs: one attempt only."""
     result = tasks.sleep_then_record.delay("dup", 2)
     wait_for(lambda: TaskRun.objects.filter(pk=result.id, state=RunState.RUNNING).exists())
-    CeleryTask.apply_async(tasks.sleep_then_record, args=(), kwargs={}, task_id=result.id,
-                           headers={"taskkit_run": "1"})
+    CeleryTask.apply_async(
+        tasks.sleep_then_record, args=(), kwargs={}, task_id=result.id, headers={"taskkit_run": "1"}
+    )
     run = finished(result.id)
     assert run.state == RunState.SUCCEEDED and run.attempts == 1
     assert Effect.objects.filter(kind="dup").count() == 1
@@ -139,8 +147,9 @@ def test_a_duplicate_delivered_while_running_never_runs_twice(worker):
 def test_a_message_sent_without_taskkit_is_adopted(worker):
     """send_task (as celery beat does) with no ledger row: the worker records a run for it."""
     run_id = str(uuid.uuid4())
-    tasks.record.app.send_task(tasks.record.name, args=("adopted",), kwargs={"x": 1},
-                               task_id=run_id)
+    tasks.record.app.send_task(
+        tasks.record.name, args=("adopted",), kwargs={"x": 1}, task_id=run_id
+    )
     run = finished(run_id)
     assert run.state == RunState.SUCCEEDED and run.args == ["adopted"] and run.kwargs == {"x": 1}
     assert Effect.objects.filter(kind="adopted").count() == 1
@@ -149,8 +158,9 @@ def test_a_message_sent_without_taskkit_is_adopted(worker):
 def test_a_message_for_an_unknown_run_is_skipped(worker):
     """A taskkit message whose run the ledger does not know is logged and acknowledged."""
     run_id = str(uuid.uuid4())
-    CeleryTask.apply_async(tasks.record, args=(), kwargs={}, task_id=run_id,
-                           headers={"taskkit_run": "1"})
+    CeleryTask.apply_async(
+        tasks.record, args=(), kwargs={}, task_id=run_id, headers={"taskkit_run": "1"}
+    )
     wait_for(lambda: f"message for run {run_id} of" in worker.log(), what="the log line")
     assert not TaskRun.objects.exists()
     assert worker.alive
@@ -159,8 +169,10 @@ def test_a_message_for_an_unknown_run_is_skipped(worker):
 def test_a_waiting_retry_holds_no_worker_slot(worker):
     """While two runs wait 0.3 s … their retries, other runs use both worker processes."""
     waiting = [tasks.flaky.delay(f"wait-{i}", 1) for i in range(2)]
-    wait_for(lambda: TaskRun.objects.filter(state=RunState.RETRYING).count() == 2,
-             what="two runs to be waiting for a retry")
+    wait_for(
+        lambda: TaskRun.objects.filter(state=RunState.RETRYING).count() == 2,
+        what="two runs to be waiting for a retry",
+    )
     quick = [tasks.record.delay(f"quick-{i}") for i in range(4)]
     for r in quick + waiting:
         assert finished(r.id).state == RunState.SUCCEEDED
