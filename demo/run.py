@@ -1,0 +1,217 @@
+"""Run the demo (web, worker and Flower under honcho, on one Redis); ``--check`` smoke-tests it.
+
+``make demo`` runs ``.venv/bin/python demo/run.py``. Ctrl-C or SIGTERM stops every process.
+``--check`` (or ``DEMO_SMOKE=1``) uses free ports and a temporary SQLite database (unless
+``DATABASE_URL`` is set), places one order through the web page, waits for the worker to confirm
+it, stops everything and exits 0, or non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEMO = Path(__file__).resolve().parent
+ROOT = DEMO.parent
+MARKER = "TASKKIT_DEMO_RUN"  # set in every process we start, to find leftovers by it afterwards
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_database(verbosity: int = 1) -> str | None:
+    """Migrate and make sure the ``admin`` superuser exists; return its password if known."""
+    sys.path.insert(0, str(DEMO))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demoproject.settings")
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connections
+
+    call_command("migrate", interactive=False, verbosity=verbosity)
+    password = os.environ.get("DEMO_ADMIN_PASSWORD")
+    user_model = get_user_model()
+    user = user_model.objects.filter(username="admin").first()
+    if user is None:
+        password = password or secrets.token_urlsafe(12)
+        user_model.objects.create_superuser("admin", "admin@example.com", password)
+    elif password:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    connections.close_all()
+    return password
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM from Linux if this script dies without cleaning up."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_honcho(web_port: int) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "honcho",
+        "start",
+        "-f",
+        str(ROOT / "Procfile"),
+        "-d",
+        str(ROOT),
+        "-p",
+        str(web_port),
+    ]
+    if not sys.stdout.isatty():
+        command.append("--no-colour")
+    return subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent)
+
+
+def stop_honcho(honcho: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    """SIGTERM honcho (it stops its processes, SIGKILLing them after 5 s); True if it stopped."""
+    if honcho.poll() is None:
+        honcho.send_signal(signal.SIGTERM)
+    try:
+        honcho.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        honcho.kill()
+        honcho.wait()
+        return False
+
+
+def reap_leftovers(token: str) -> list[str]:
+    """SIGKILL any process still carrying this run's marker; return what was killed."""
+    needle = f"{MARKER}={token}".encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed.append(f"{entry.name} {cmdline.strip()}")
+        except (OSError, ValueError):
+            continue
+    return killed
+
+
+def banner(web_port: int, flower_port: int, password: str | None) -> str:
+    admin_password = password or "(unchanged; set DEMO_ADMIN_PASSWORD to reset it)"
+    return "\n".join(
+        [
+            "",
+            "taskkit demo",
+            f"  app     http://127.0.0.1:{web_port}/",
+            f"  admin   http://127.0.0.1:{web_port}/admin/   user admin  password {admin_password}",
+            f"  flower  http://127.0.0.1:{flower_port}/        user {os.environ['FLOWER_USER']}"
+            f"  password {os.environ['FLOWER_PASSWORD']}",
+            f"  redis   {os.environ['REDIS_URL']}",
+            f"  db      {os.environ.get('DATABASE_URL') or DEMO / 'db.sqlite3'}",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="smoke-test the demo and exit")
+    args = parser.parse_args(argv)
+    check = args.check or os.environ.get("DEMO_SMOKE") == "1"
+    started = time.monotonic()
+
+    token = secrets.token_hex(8)
+    os.environ[MARKER] = token
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    tmp_dir = None
+    if check:
+        web_port, flower_port = free_port(), free_port()
+        if not os.environ.get("DATABASE_URL"):
+            tmp_dir = tempfile.mkdtemp(prefix="taskkit-demo-")
+            os.environ["DATABASE_URL"] = f"sqlite:///{tmp_dir}/db.sqlite3"
+    else:
+        web_port = int(os.environ.get("PORT") or 8000)
+        flower_port = int(os.environ.get("FLOWER_PORT") or 5555)
+    os.environ["FLOWER_PORT"] = str(flower_port)
+
+    from taskkit.embedded_redis import EmbeddedRedis
+
+    redis = None
+    if not os.environ.get("REDIS_URL"):
+        redis = EmbeddedRedis().start()  # one server shared by web, worker and Flower
+        os.environ["REDIS_URL"] = redis.url
+
+    honcho: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the finally clause below stops honcho and Redis
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    status = 1
+    try:
+        password = prepare_database(verbosity=0 if check else 1)
+        os.environ.setdefault("FLOWER_USER", "admin")
+        os.environ.setdefault("FLOWER_PASSWORD", password or secrets.token_urlsafe(12))
+        print(banner(web_port, flower_port, password), flush=True)
+        honcho = start_honcho(web_port)
+        if check:
+            import smoke
+
+            smoke.run(
+                f"http://127.0.0.1:{web_port}",
+                f"http://127.0.0.1:{flower_port}",
+                ("admin", password or ""),
+                (os.environ["FLOWER_USER"], os.environ["FLOWER_PASSWORD"]),
+                honcho,
+            )
+            status = 0
+        else:
+            status = honcho.wait()
+    except KeyboardInterrupt:
+        status = 130
+    except Exception as exc:  # report it, then stop everything
+        print(f"{'check' if check else 'demo'}: FAILED: {exc}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stopped = honcho is None or stop_honcho(honcho)
+        if redis is not None:
+            redis.stop()
+        leftovers = reap_leftovers(token)
+        for line in leftovers:
+            print(f"killed leftover process {line}", file=sys.stderr)
+        if tmp_dir:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        if check and status == 0 and (leftovers or not stopped):
+            print("check: FAILED: processes did not stop cleanly", file=sys.stderr)
+            status = 1
+    if check and status == 0:
+        print(f"check: done in {time.monotonic() - started:.1f} s\nOK", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

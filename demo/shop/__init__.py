@@ -1,0 +1,1 @@
+"""The demo shop: orders confirmed by a reliable task."""

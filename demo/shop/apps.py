@@ -1,0 +1,8 @@
+"""Django app configuration of the demo shop."""
+
+from django.apps import AppConfig
+
+
+class ShopConfig(AppConfig):
+    name = "shop"
+    default_auto_field = "django.db.models.BigAutoField"
