@@ -8,6 +8,7 @@ conditional updates made in ``taskkit.ledger``; nothing else writes ``state``.
 from __future__ import annotations
 
 import uuid
+from typing import ClassVar
 
 from django.db import models
 from django.db.models import Q
@@ -65,9 +66,17 @@ class TaskRun(models.Model):
     claimed_by = models.CharField(
         max_length=255, blank=True, default="", help_text="host:pid of the attempt holding the run."
     )
+    request_id = models.CharField(
+        max_length=64, blank=True, default="", help_text="Id of the web request that dispatched it."
+    )
+    discard_reason = models.TextField(blank=True, default="")
 
     class Meta:
         verbose_name = "task run"
+        permissions = [
+            ("retry_taskrun", "Can retry task runs"),
+            ("discard_taskrun", "Can discard task runs"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["task_name", "idempotency_key"],
@@ -79,6 +88,8 @@ class TaskRun(models.Model):
             models.Index(fields=["state", "not_before"], name="taskkit_run_state_due"),
             models.Index(fields=["state", "created_at"], name="taskkit_run_state_created"),
             models.Index(fields=["task_name", "state"], name="taskkit_run_task_state"),
+            models.Index(fields=["-created_at"], name="taskkit_run_created"),
+            models.Index(fields=["idempotency_key"], name="taskkit_run_key"),
         ]
 
     def __str__(self) -> str:
@@ -113,3 +124,35 @@ class TaskAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.run_id}: {self.outcome}"
+
+
+class FailedRunManager(models.Manager["FailedRun"]):
+    def get_queryset(self) -> models.QuerySet[FailedRun]:
+        return super().get_queryset().filter(state=RunState.FAILED)
+
+
+class FailedRun(TaskRun):
+    """FAILED runs: the operators' landing page in the admin."""
+
+    objects: ClassVar[FailedRunManager] = FailedRunManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed task"
+        verbose_name_plural = "failed tasks"
+
+
+class RelayHeartbeat(models.Model):
+    """One row per relay process, updated after every sweep, so operators can see it is alive."""
+
+    name = models.CharField(max_length=255, primary_key=True, help_text="host:pid of the relay.")
+    started_at = models.DateTimeField()
+    last_sweep_at = models.DateTimeField()
+    sweeps = models.PositiveBigIntegerField(default=0)
+    last_counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "relay heartbeat"
+
+    def __str__(self) -> str:
+        return f"relay {self.name} at {self.last_sweep_at:%Y-%m-%d %H:%M:%S}"

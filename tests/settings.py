@@ -57,6 +57,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+else:
+    # One test database per test process, so several checkouts can run the suite at once.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_taskkit_{os.getpid()}"}
 # A worker subprocess started by the tests uses the test database the tests created.
 if os.environ.get("TASKKIT_TEST_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["TASKKIT_TEST_DATABASE_NAME"]

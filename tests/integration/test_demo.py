@@ -1,4 +1,4 @@
-"""`make demo` works: the demo starts web, worker and Flower, and an order placed on the page runs."""
+"""`make demo` works: web, worker and Flower start, and an order placed on the page runs."""
 
 import os
 import subprocess
