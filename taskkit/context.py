@@ -33,3 +33,19 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 
 def current_run() -> RunContext | None:
     return _current.get()
+
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("taskkit_request_id", default="")
+
+
+def current_request_id() -> str:
+    """The id of the web request being served (set by middleware), stored on dispatched runs."""
+    return _request_id.get()
+
+
+def set_request_id(request_id: str) -> contextvars.Token[str]:
+    return _request_id.set(request_id[:64])
+
+
+def reset_request_id(token: contextvars.Token[str]) -> None:
+    _request_id.reset(token)

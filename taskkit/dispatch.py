@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import ledger, publisher
+from . import ledger, publisher, signals
 from .conf import settings
+from .context import current_request_id
 from .exceptions import InvalidIdempotencyKey, UnsupportedOption
 from .models import RunState, TaskRun
 from .result import RunResult
@@ -91,6 +92,7 @@ def dispatch(
         state=RunState.PENDING,
         not_before=not_before,
         created_at=timezone.now(),
+        request_id=current_request_id(),
     )
     db = ledger.db_alias()
     if key is None:
@@ -106,6 +108,7 @@ def dispatch(
         )
         created = existing_id == run_id
         run_id = existing_id
+    signals.send(signals.run_dispatched, task.name, run_id=run_id, created=created)
     if created:
         transaction.on_commit(
             functools.partial(publisher.publish_new, task, run_id, publish_options, not_before),

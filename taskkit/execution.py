@@ -21,11 +21,12 @@ from celery.exceptions import Ignore, Retry
 from django.db import transaction
 from django.utils import timezone
 
-from . import ledger, publisher
+from . import ledger, publisher, signals
 from .conf import settings
 from .context import RunContext, _current
 from .exceptions import LeaseLost, MissingObject, ResultNotSerializable
 from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskRun
+from .policy import RetryDecision
 from .serialization import decode_call, encode_result
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def execute(task: ReliableTask, request: Any) -> Any:
     claim = ledger.claim(run, worker_id(request), lease_seconds(task))
     if claim is None:
         run.refresh_from_db()
-        if _early(run):
+        if _early(run) and not getattr(request, "is_eager", False):
             # Clocks differ between hosts: a delayed message may arrive before the ledger says
             # the run is due. Send it again for the due time rather than dropping it.
             publisher.publish(task, run.pk, run.options, run.not_before)
@@ -100,6 +101,9 @@ def execute(task: ReliableTask, request: Any) -> Any:
             run.attempts,
         )
         raise Ignore()
+    signals.send(
+        signals.run_started, task.name, run_id=run.pk, attempt=claim.attempt, worker=claim.worker
+    )
     return run_attempt(task, claim)
 
 
@@ -175,7 +179,63 @@ def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict
     result = encode_result(value, task.name)
     if not ledger.succeed(claim, result):
         raise LeaseLost()
+    duration = (timezone.now() - claim.started_at).total_seconds()
+    transaction.on_commit(  # atomic tasks: only once the body's transaction has committed
+        lambda: signals.send(
+            signals.run_succeeded,
+            task.name,
+            run_id=claim.run.pk,
+            attempt=claim.attempt,
+            result=result,
+            duration=duration,
+        ),
+        using=ledger.db_alias(),
+    )
     return result
+
+
+def record_failure(
+    task: ReliableTask,
+    claim: ledger.Claim,
+    exc: BaseException,
+    outcome: str,
+    *,
+    force_retry: bool = False,
+    give_up: bool = False,
+    final_state: str = RunState.FAILED,
+) -> tuple[str | None, RetryDecision | None]:
+    """Record a failed attempt, ask the policy what next, schedule a retry, send the signal.
+
+    Shared by the attempt itself and by the worker's main process (lost child, hard time limit).
+    Returns the run's new state (``None`` if the claim was lost) and the retry decision.
+    """
+    run = claim.run
+    decision = None
+    if not give_up:
+        started = run.first_started_at or claim.started_at
+        decision = task.policy.decide(
+            attempt=claim.attempt - run.attempt_base,
+            exception=exc,
+            seconds_since_start=(timezone.now() - started).total_seconds(),
+            force_retry=force_retry,
+        )
+    state = ledger.fail(claim, ledger.ErrorInfo.from_exception(exc), decision, outcome, final_state)
+    common = {"run_id": run.pk, "attempt": claim.attempt}
+    if state == RunState.RETRYING and decision is not None:
+        schedule_retry(task, run, decision.delay)
+        signals.send(
+            signals.run_retrying,
+            task.name,
+            exception=exc,
+            delay=decision.delay,
+            outcome=outcome,
+            **common,
+        )
+    elif state == RunState.FAILED:
+        signals.send(signals.run_failed, task.name, exception=exc, outcome=outcome, **common)
+    elif state == RunState.DISCARDED:
+        signals.send(signals.run_discarded, task.name, reason=str(exc), **common)
+    return state, decision
 
 
 def _after_failure(
@@ -183,20 +243,17 @@ def _after_failure(
 ) -> Any:
     """Record the failed attempt; raise ``Retry`` (retry scheduled) or the exception (gave up)."""
     run = claim.run
-    final_state = RunState.FAILED
-    decision = None
-    if missing and task.on_missing == "discard":
-        final_state = RunState.DISCARDED
-    elif not isinstance(exc, ResultNotSerializable) and not (missing and task.on_missing == "fail"):
-        started = run.first_started_at or claim.started_at
-        decision = task.policy.decide(
-            attempt=claim.attempt,
-            exception=exc,
-            seconds_since_start=(timezone.now() - started).total_seconds(),
-            force_retry=missing,
-        )
-    outcome = AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED
-    state = ledger.fail(claim, ledger.ErrorInfo.from_exception(exc), decision, outcome, final_state)
+    state, decision = record_failure(
+        task,
+        claim,
+        exc,
+        AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED,
+        force_retry=missing,
+        give_up=isinstance(exc, ResultNotSerializable) or (missing and task.on_missing != "retry"),
+        final_state=RunState.DISCARDED
+        if missing and task.on_missing == "discard"
+        else RunState.FAILED,
+    )
     if state is None:
         logger.error(
             "taskkit: attempt %d of run %s failed after losing its claim: %r",
@@ -206,7 +263,6 @@ def _after_failure(
         )
         raise Ignore()
     if state == RunState.RETRYING and decision is not None:
-        schedule_retry(task, run, decision.delay)
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
         logger.warning("taskkit: run %s of %s discarded: %s", run.pk, task.name, exc)

@@ -187,3 +187,68 @@ def mark_requeued(run_id: Any) -> None:
     TaskRun.objects.using(db_alias()).filter(pk=run_id, state=RunState.RETRYING).update(
         queued_at=timezone.now()
     )
+
+
+RETRYABLE_BY_OPERATOR = (RunState.FAILED, RunState.DISCARDED)
+DISCARDABLE_BY_OPERATOR = (RunState.PENDING, RunState.QUEUED, RunState.RETRYING, RunState.FAILED)
+
+
+def _chunks(ids: list[Any], size: int = 1000) -> Any:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def retry_runs(queryset: Any) -> list[Any]:
+    """Operator retry: FAILED / DISCARDED runs go back to PENDING with a fresh attempt budget.
+
+    Runs in the caller's transaction; the runs are published when it commits (and, should that
+    publish fail, by the relay, as any PENDING run). Returns the ids of the runs retried.
+    """
+    from . import publisher
+
+    db = db_alias()
+    ids = list(queryset.filter(state__in=RETRYABLE_BY_OPERATOR).values_list("pk", flat=True))
+    retried: list[Any] = []
+    for chunk in _chunks(ids):
+        matching = TaskRun.objects.using(db).filter(pk__in=chunk, state__in=RETRYABLE_BY_OPERATOR)
+        retried += list(matching.values_list("pk", flat=True))
+        matching.update(
+            state=RunState.PENDING,
+            attempt_base=F("attempts"),
+            first_started_at=None,
+            not_before=None,
+            finished_at=None,
+            lease_until=None,
+            claimed_by="",
+            discard_reason="",
+        )
+    if retried:
+        transaction.on_commit(lambda: publisher.publish_runs(retried), using=db)
+    return retried
+
+
+def discard_runs(queryset: Any, reason: str) -> list[Any]:
+    """Operator discard: runs that are not running or finished become DISCARDED with a reason."""
+    from . import signals
+
+    db = db_alias()
+    now = timezone.now()
+    discarded: list[Any] = []
+    for chunk in _chunks(
+        list(queryset.filter(state__in=DISCARDABLE_BY_OPERATOR).values_list("pk", flat=True))
+    ):
+        matching = TaskRun.objects.using(db).filter(pk__in=chunk, state__in=DISCARDABLE_BY_OPERATOR)
+        rows = list(matching.values_list("pk", "task_name", "attempts"))
+        matching.update(
+            state=RunState.DISCARDED,
+            discard_reason=reason,
+            finished_at=now,
+            not_before=None,
+            lease_until=None,
+        )
+        for pk, task_name, attempts in rows:
+            discarded.append(pk)
+            signals.send(
+                signals.run_discarded, task_name, run_id=pk, attempt=attempts, reason=reason
+            )
+    return discarded

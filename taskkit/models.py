@@ -47,6 +47,9 @@ class TaskRun(models.Model):
 
     state = models.CharField(max_length=16, choices=RunState.choices, default=RunState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    attempt_base = models.PositiveIntegerField(
+        default=0, help_text="Attempts made before the current retry budget began (admin retry)."
+    )
     result = models.JSONField(null=True, blank=True)
     error_type = models.CharField(max_length=255, blank=True, default="")
     error_message = models.TextField(blank=True, default="")

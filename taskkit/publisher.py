@@ -96,3 +96,34 @@ def publish_new(
             ledger.mark_queued(run_id)
         except Exception:
             logger.exception("taskkit: run %s was published but could not be marked QUEUED", run_id)
+
+
+def task_for(name: str, app: celery.Celery | None = None) -> ReliableTask | None:
+    """The registered reliable task called ``name``, importing the project's task modules."""
+    app = app or celery.current_app
+    if name not in app.tasks:
+        app.loader.import_default_modules()
+    task = app.tasks.get(name)
+    return task if getattr(task, "is_reliable", False) else None
+
+
+def publish_runs(run_ids: list[Any]) -> int:
+    """Publish one message for each run (PENDING ones become QUEUED); returns how many went out."""
+    from .models import TaskRun
+
+    sent = 0
+    runs = TaskRun.objects.using(ledger.db_alias()).filter(pk__in=run_ids)
+    for run in runs.only("id", "task_name", "options", "not_before", "state").iterator():
+        task = task_for(run.task_name)
+        if task is None:
+            logger.error(
+                "taskkit: run %s names task %s, which this process does not know; it stays %s.",
+                run.pk,
+                run.task_name,
+                run.state,
+            )
+            continue
+        if publish(task, run.pk, run.options, run.not_before):
+            sent += 1
+            ledger.mark_queued(run.pk)
+    return sent

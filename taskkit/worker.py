@@ -17,10 +17,9 @@ from billiard.exceptions import WorkerLostError
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 from django.db import close_old_connections, connections
-from django.utils import timezone
 
 from . import ledger
-from .models import AttemptOutcome, RunState
+from .models import AttemptOutcome
 
 logger = logging.getLogger("taskkit.worker")
 
@@ -48,7 +47,7 @@ class ReliableRequest(Request):
 
 def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
     """Record the attempt the child ``request.worker_pid`` held, and schedule what comes next."""
-    from .execution import schedule_retry, worker_id
+    from .execution import record_failure, worker_id
 
     task = request.task
     if not getattr(task, "is_reliable", False) or not request.worker_pid:
@@ -58,19 +57,9 @@ def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
         claim = ledger.holder_claim(request.id, worker_id(request, request.worker_pid))
         if claim is None:
             return  # the child died before claiming, or the outcome was already recorded
-        started = claim.run.first_started_at or claim.started_at
-        decision = task.policy.decide(
-            attempt=claim.attempt,
-            exception=exc,
-            seconds_since_start=(timezone.now() - started).total_seconds(),
-            force_retry=outcome == AttemptOutcome.LOST,
+        state, _ = record_failure(
+            task, claim, exc, outcome, force_retry=outcome == AttemptOutcome.LOST
         )
-        error = ledger.ErrorInfo(
-            type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            message=str(exc) or outcome,
-            traceback="",
-        )
-        state = ledger.fail(claim, error, decision, outcome)
         logger.warning(
             "taskkit: attempt %d of run %s of %s ended %s; run is now %s.",
             claim.attempt,
@@ -79,8 +68,6 @@ def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
             outcome,
             state,
         )
-        if state == RunState.RETRYING and decision is not None:
-            schedule_retry(task, claim.run, decision.delay)
     except Exception:
         logger.exception(
             "taskkit: could not record the lost attempt of run %s; the relay will "
