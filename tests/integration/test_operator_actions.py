@@ -1,5 +1,7 @@
 """Operator retry and discard go through the ledger; taskkit's signals report transitions."""
 
+import functools
+
 import pytest
 from django.db import transaction
 
@@ -68,9 +70,14 @@ def test_signals_follow_a_run_through_its_attempts(clean_broker, settings):
     app = tasks.flaky.app
     seen: list[str] = []
     names = ["run_dispatched", "run_started", "run_retrying", "run_succeeded", "run_failed"]
-    receivers = {n: (lambda n: lambda **kw: seen.append(n))(n) for n in names}
-    for n, r in receivers.items():
-        getattr(signals, n).connect(r, weak=False, dispatch_uid=f"t-{n}")
+
+    def receiver(name, **kwargs):
+        seen.append(name)
+
+    for n in names:
+        getattr(signals, n).connect(
+            functools.partial(receiver, n), weak=False, dispatch_uid=f"t-{n}"
+        )
     app.conf.task_always_eager = True
     try:
         run_id = tasks.flaky.delay("eager", 0).id
