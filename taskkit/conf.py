@@ -21,6 +21,19 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_TIMEOUT": 0.5,
     # Publish attempts after the first one before the run is left PENDING for the relay.
     "PUBLISH_MAX_RETRIES": 1,
+    # Delays up to this long travel as ETA messages; longer ones wait in the ledger for the relay,
+    # so no delay ever outlives the broker's visibility timeout (seconds).
+    "ETA_MAX_SECONDS": 60,
+    # The relay publishes PENDING runs this old, and due runs whose message is this late (seconds).
+    "RELAY_GRACE_SECONDS": 10,
+    # A QUEUED run not claimed this long after it was due is published again (seconds).
+    "REQUEUE_AFTER": 900,
+    # Pause between relay sweeps (seconds), and rows handled per batch.
+    "RELAY_INTERVAL": 5.0,
+    "RELAY_BATCH_SIZE": 500,
+    # Attempts lost with their worker (killed, frozen past the lease) before the run is FAILED,
+    # whatever the stop strategy says: a task that kills its worker every time cannot loop.
+    "MAX_WORKER_LOSSES": 5,
 }
 
 
@@ -49,6 +62,30 @@ class TaskkitSettings:
     @property
     def PUBLISH_MAX_RETRIES(self) -> int:
         return int(self._get("PUBLISH_MAX_RETRIES"))
+
+    @property
+    def ETA_MAX_SECONDS(self) -> float:
+        return float(self._get("ETA_MAX_SECONDS"))
+
+    @property
+    def RELAY_GRACE_SECONDS(self) -> float:
+        return float(self._get("RELAY_GRACE_SECONDS"))
+
+    @property
+    def REQUEUE_AFTER(self) -> float:
+        return float(self._get("REQUEUE_AFTER"))
+
+    @property
+    def RELAY_INTERVAL(self) -> float:
+        return float(self._get("RELAY_INTERVAL"))
+
+    @property
+    def RELAY_BATCH_SIZE(self) -> int:
+        return int(self._get("RELAY_BATCH_SIZE"))
+
+    @property
+    def MAX_WORKER_LOSSES(self) -> int:
+        return int(self._get("MAX_WORKER_LOSSES"))
 
 
 settings = TaskkitSettings()

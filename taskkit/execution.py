@@ -25,7 +25,7 @@ from . import ledger, publisher, signals
 from .conf import settings
 from .context import RunContext, _current
 from .exceptions import LeaseLost, MissingObject, ResultNotSerializable
-from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskRun
+from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
 from .policy import RetryDecision
 from .serialization import decode_call, encode_result
 
@@ -211,6 +211,9 @@ def record_failure(
     """
     run = claim.run
     decision = None
+    if outcome == AttemptOutcome.LOST and not give_up:
+        lost = TaskAttempt.objects.using(ledger.db_alias()).filter(run_id=run.pk, outcome=outcome)
+        give_up = lost.count() + 1 >= settings.MAX_WORKER_LOSSES
     if not give_up:
         started = run.first_started_at or claim.started_at
         decision = task.policy.decide(
@@ -273,5 +276,7 @@ def _after_failure(
 def schedule_retry(task: ReliableTask, run: TaskRun, delay: float) -> None:
     """Publish the delayed message of a retry. If it is lost, the relay publishes when due."""
     not_before = timezone.now() + datetime.timedelta(seconds=delay)
+    if publisher.deferred_to_relay(not_before):
+        return  # stays RETRYING with no message; the relay publishes it when due
     if publisher.publish(task, run.pk, run.options, not_before):
         ledger.mark_requeued(run.pk)

@@ -87,10 +87,19 @@ def publish(
     return True
 
 
+def deferred_to_relay(not_before: datetime.datetime | None) -> bool:
+    """Whether a delay is too long for an ETA message and waits in the ledger instead."""
+    if not_before is None:
+        return False
+    return (not_before - timezone.now()).total_seconds() > settings.ETA_MAX_SECONDS
+
+
 def publish_new(
     task: ReliableTask, run_id: Any, options: dict[str, Any], not_before: datetime.datetime | None
 ) -> None:
     """The on-commit callback of a dispatch."""
+    if deferred_to_relay(not_before):
+        return  # stays PENDING; the relay publishes it when due
     if publish(task, run_id, options, not_before):
         try:
             ledger.mark_queued(run_id)
