@@ -1,5 +1,6 @@
 # taskkit — the two commands of the README, plus lint.
 #   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
+#   make test-faults             only the fault suite (tests/faults), with its table of counts
 #   make demo                    the demo project with web + worker under honcho
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
 
@@ -9,7 +10,7 @@ DJANGO ?=
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 STAMP = $(VENV)/.installed-$(subst /,_,$(subst >,gt,$(subst <,lt,$(subst =,eq,$(DJANGO)))))
 
-.PHONY: test demo lint venv clean
+.PHONY: test test-faults demo lint venv clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-faults: $(STAMP)
+	$(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

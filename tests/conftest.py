@@ -40,10 +40,17 @@ def wait_for(
 class Worker:
     """A ``celery worker`` subprocess in its own process group."""
 
-    def __init__(self, name: str, concurrency: int = 2, queues: str = "celery") -> None:
+    def __init__(
+        self,
+        name: str,
+        concurrency: int = 2,
+        queues: str = "celery",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.concurrency = concurrency
         self.queues = queues
+        self.extra_env = env or {}
         self.log_path = OUTPUT / f"worker-{name}-{os.getpid()}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -53,6 +60,7 @@ class Worker:
         env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
         env["TASKKIT_TEST_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
         env["REDIS_URL"] = settings.REDIS_URL
+        env.update(self.extra_env)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         start_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
@@ -95,6 +103,18 @@ class Worker:
 
         wait_for(ready, timeout, what=f"worker {self.name} to be ready")
         return self
+
+    def children(self) -> list[int]:
+        """Pids of the prefork pool's processes."""
+        assert self.process is not None
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signum)
 
     @property
     def alive(self) -> bool:

@@ -81,6 +81,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
 }
 
+# The fault suite's profile: recovery in seconds instead of minutes (see docs/reliability.md).
+if os.environ.get("TASKKIT_FAULT_PROFILE"):
+    TASKKIT_RELAY_GRACE_SECONDS = 1
+    TASKKIT_REQUEUE_AFTER = 4
+    TASKKIT_RELAY_INTERVAL = 0.3
+    TASKKIT_LEASE_MARGIN_SECONDS = 2
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = 30
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -126,3 +126,12 @@ def soft_limited(kind):
 def kills_worker(kind):
     _effect(kind)
     os.kill(os.getpid(), 9)
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(20), wait=wait_fixed(0.2), time_limit=6)
+def witness(n, sleep=0.0):
+    """The fault suite's task: its witness row commits with SUCCEEDED, or not at all."""
+    _effect("witness", n=n)
+    if sleep:
+        time.sleep(sleep)
+    return n

@@ -1,0 +1,95 @@
+"""Scenarios where workers die, freeze or stop: nothing is lost, no atomic effect is doubled."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from taskkit.models import RunState, TaskRun
+from tests.conftest import wait_for
+from tests.faults.conftest import assert_nothing_lost, settle
+from tests.testapp import tasks
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+
+def test_01_worker_child_sigkilled_mid_task(cluster, report):
+    """A prefork child SIGKILLed mid-attempt: the parent records it LOST, the run is retried."""
+    worker = cluster.start_worker()
+    run_ids = cluster.dispatch(20, sleep=0.5)
+    victim = wait_for(
+        lambda: TaskRun.objects.filter(pk__in=run_ids, state=RunState.RUNNING).first()
+    )
+    started = time.monotonic()
+    os.kill(int(victim.claimed_by.rsplit(":", 1)[1]), signal.SIGKILL)
+    assert_nothing_lost(settle(run_ids, report, "redis", started))
+    assert worker.alive
+    assert TaskRun.objects.get(pk=victim.pk).attempt_log.filter(outcome="LOST").count() == 1
+
+
+def test_02_whole_worker_sigkilled_under_load_then_restarted(cluster, report):
+    """The whole worker (parent and children) SIGKILLed: the relay recovers the runs it held
+    when their leases expire, and the restarted worker drains the rest."""
+    worker = cluster.start_worker()
+    cluster.start_relay()
+    run_ids = cluster.dispatch(200, sleep=0.02)
+    wait_for(lambda: TaskRun.objects.filter(pk__in=run_ids, state=RunState.SUCCEEDED).count() > 20)
+    started = time.monotonic()
+    worker.signal(signal.SIGKILL)
+    worker.stop()
+    cluster.start_worker()
+    assert_nothing_lost(settle(run_ids, report, "redis", started))
+
+
+def test_03_poison_task_kills_its_worker_every_time(cluster, report):
+    """A task that kills its worker on every delivery is delivered a bounded number of times
+    and ends FAILED; the worker keeps serving."""
+    worker = cluster.start_worker()
+    started = time.monotonic()
+    poison = tasks.kills_worker.delay("poison").id
+    healthy = cluster.dispatch(10)
+    row = settle([*healthy, poison], report, "redis", started)
+    run = TaskRun.objects.get(pk=poison)
+    assert run.state == RunState.FAILED and run.attempts == 3
+    assert (row.duplicated, row.stuck, row.lost) == (0, 0, 1)  # the poison run is the one lost
+    row.notes = "poison run FAILED after 3 deliveries"
+    assert worker.alive
+
+
+def test_04_warm_shutdown_mid_drain(cluster, report):
+    """SIGTERM mid-drain: the worker finishes or returns what it holds; a new worker drains."""
+    worker = cluster.start_worker()
+    cluster.start_relay()
+    run_ids = cluster.dispatch(100, sleep=0.05)
+    wait_for(lambda: TaskRun.objects.filter(pk__in=run_ids, state=RunState.SUCCEEDED).count() > 10)
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    worker.process.wait(60)
+    worker.stop()
+    cluster.start_worker()
+    assert_nothing_lost(settle(run_ids, report, "redis", started))
+
+
+def test_05_frozen_worker_past_its_lease_while_another_takes_over(cluster, report):
+    """A worker SIGSTOPped past its lease: the relay recovers its run, another worker runs it;
+    when the frozen one resumes, its late success is refused and its writes roll back."""
+    frozen = cluster.start_worker(concurrency=1)
+    run_ids = cluster.dispatch(1, sleep=1.0)
+    wait_for(lambda: TaskRun.objects.filter(pk__in=run_ids, state=RunState.RUNNING).exists())
+    frozen.signal(signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        cluster.start_relay()
+        cluster.start_worker()
+        wait_for(
+            lambda: TaskRun.objects.filter(pk__in=run_ids, state=RunState.SUCCEEDED).exists(),
+            60,
+            what="the other worker to finish the run",
+        )
+    finally:
+        frozen.signal(signal.SIGCONT)
+    time.sleep(2)  # let the resumed worker try to record its stale success
+    row = settle(run_ids, report, "redis", started)
+    assert_nothing_lost(row)
+    assert TaskRun.objects.get(pk=run_ids[0]).attempt_log.filter(outcome="LOST").count() == 1
