@@ -84,8 +84,10 @@ def execute(task: ReliableTask, request: Any) -> Any:
         run.refresh_from_db()
         if _early(run) and not getattr(request, "is_eager", False):
             # Clocks differ between hosts: a delayed message may arrive before the ledger says
-            # the run is due. Send it again for the due time rather than dropping it.
-            publisher.publish(task, run.pk, run.options, run.not_before)
+            # the run is due. Send it again for the due time rather than dropping it (a long
+            # wait is left to the relay).
+            if not publisher.deferred_to_relay(run.not_before):
+                publisher.publish(task, run.pk, run.options, run.not_before)
             logger.info(
                 "taskkit: message for run %s arrived before it was due (%s); re-sent.",
                 run_id,
