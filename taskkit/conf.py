@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_TIMEOUT": 0.5,
     # Publish attempts after the first one before the run is left PENDING for the relay.
     "PUBLISH_MAX_RETRIES": 1,
+    # Base URL of Flower (e.g. "http://127.0.0.1:5555"); the admin links each run to it when set.
+    "FLOWER_URL": None,
 }
 
 
@@ -49,6 +51,11 @@ class TaskkitSettings:
     @property
     def PUBLISH_MAX_RETRIES(self) -> int:
         return int(self._get("PUBLISH_MAX_RETRIES"))
+
+    @property
+    def FLOWER_URL(self) -> str | None:
+        url = self._get("FLOWER_URL")
+        return str(url).rstrip("/") if url else None
 
 
 settings = TaskkitSettings()
