@@ -1,4 +1,4 @@
-"""`manage.py taskkit_prune`: deletes old finished runs in batches, never a waiting or running one."""
+"""`manage.py taskkit_prune`: deletes old finished runs in batches, never an unfinished one."""
 
 import datetime
 import io

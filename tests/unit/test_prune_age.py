@@ -26,5 +26,5 @@ def test_accepted_ages(text, expected):
 @pytest.mark.parametrize("text", ["", "7", "d", "7days", "1.5h", "-3d", "0d", "7y", "7D"])
 def test_refused_ages(text):
     """Anything else is refused with a message that shows the accepted forms."""
-    with pytest.raises(ValueError, match="30m, 12h, 7d|positive"):
+    with pytest.raises(ValueError, match=r"30m, 12h, 7d|positive"):
         parse_age(text)
