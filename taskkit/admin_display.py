@@ -32,6 +32,10 @@ def join(parts: Iterable[SafeString | str]) -> SafeString:
     return format_html_join("", "{}", ((part,) for part in parts))
 
 
+def _lines(items: list[SafeString]) -> SafeString:
+    return join(item if i == 0 else format_html(",\n{}", item) for i, item in enumerate(items))
+
+
 def admin_linker(admin_site: Any) -> Linker:
     """A ``Linker`` to the change pages of ``admin_site`` (``None`` for unregistered models)."""
 
@@ -84,15 +88,15 @@ def render_value(value: Any, link: Linker, depth: int = 0) -> SafeString:
         if not value:
             return format_html("{}", "{}")
         items = [
-            format_html("{}{}: {},\n", pad, json.dumps(k), render_value(v, link, depth + 1))
+            format_html("{}{}: {}", pad, json.dumps(k), render_value(v, link, depth + 1))
             for k, v in value.items()
         ]
-        return format_html("{{\n{}{}}}", join(items), end)
+        return format_html("{{\n{}\n{}}}", _lines(items), end)
     if isinstance(value, list):
         if not value:
             return format_html("{}", "[]")
-        items = [format_html("{}{},\n", pad, render_value(v, link, depth + 1)) for v in value]
-        return format_html("[\n{}{}]", join(items), end)
+        items = [format_html("{}{}", pad, render_value(v, link, depth + 1)) for v in value]
+        return format_html("[\n{}\n{}]", _lines(items), end)
     return format_html("{}", json.dumps(value, ensure_ascii=False))
 
 

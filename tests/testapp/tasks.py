@@ -126,3 +126,12 @@ def soft_limited(kind):
 def kills_worker(kind):
     _effect(kind)
     os.kill(os.getpid(), 9)
+
+
+@reliable_task(stop=stop_after_attempt(1), **FAST)
+def fails_until_flag(kind):
+    """Fails until an ``Effect`` row of kind ``flag:<kind>`` exists (an operator then retries)."""
+    if not Effect.objects.filter(kind=f"flag:{kind}").exists():
+        raise RuntimeError(f"no flag for {kind} yet")
+    _effect(kind)
+    return "flag seen"
