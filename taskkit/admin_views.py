@@ -14,6 +14,7 @@ per 500 runs (10k runs: 20 statements), and every message says how many runs the
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
@@ -63,40 +64,48 @@ def log_operator_action(request: HttpRequest, run_ids: list[Any], message: str) 
     return written
 
 
-def apply_retry(model_admin: Any, request: HttpRequest, queryset: QuerySet[Any], scope: str) -> int:
+def _apply(
+    model_admin: Any,
+    request: HttpRequest,
+    change: Callable[[], list[Any]],
+    log: Callable[[int], str],
+    report: Callable[[int], str],
+) -> int:
+    """Run a ledger change and its admin log in one transaction, then tell the operator."""
     with transaction.atomic(using=ledger.db_alias()):
-        run_ids = ledger.retry_runs(queryset)
-        log_operator_action(
-            request,
-            run_ids,
-            f"Retried by an operator ({len(run_ids)} runs in this action; {scope})",
-        )
-    model_admin.message_user(
-        request,
-        f"Retried {len(run_ids)} run(s) ({scope}) with a fresh attempt budget. Only FAILED and "
-        "DISCARDED runs are retried; others were left as they were.",
-        messages.SUCCESS if run_ids else messages.WARNING,
-    )
+        run_ids = change()
+        log_operator_action(request, run_ids, log(len(run_ids)))
+    level = messages.SUCCESS if run_ids else messages.WARNING
+    model_admin.message_user(request, report(len(run_ids)), level)
     return len(run_ids)
+
+
+def apply_retry(model_admin: Any, request: HttpRequest, queryset: QuerySet[Any], scope: str) -> int:
+    return _apply(
+        model_admin,
+        request,
+        lambda: ledger.retry_runs(queryset),
+        lambda n: f"Retried by an operator ({n} runs in this action; {scope})",
+        lambda n: (
+            f"Retried {n} run(s) ({scope}) with a fresh attempt budget. Only FAILED and "
+            "DISCARDED runs are retried; others were left as they were."
+        ),
+    )
 
 
 def apply_discard(
     model_admin: Any, request: HttpRequest, queryset: QuerySet[Any], reason: str, scope: str
 ) -> int:
-    with transaction.atomic(using=ledger.db_alias()):
-        run_ids = ledger.discard_runs(queryset, reason=reason)
-        log_operator_action(
-            request,
-            run_ids,
-            f"Discarded by an operator ({len(run_ids)} runs in this action; {scope}): {reason}",
-        )
-    model_admin.message_user(
+    return _apply(
+        model_admin,
         request,
-        f"Discarded {len(run_ids)} run(s) ({scope}). Running and finished runs cannot be "
-        "discarded and were left as they were.",
-        messages.SUCCESS if run_ids else messages.WARNING,
+        lambda: ledger.discard_runs(queryset, reason=reason),
+        lambda n: f"Discarded by an operator ({n} runs in this action; {scope}): {reason}",
+        lambda n: (
+            f"Discarded {n} run(s) ({scope}). Running and finished runs cannot be "
+            "discarded and were left as they were."
+        ),
     )
-    return len(run_ids)
 
 
 def _reason(request: HttpRequest) -> str:

@@ -7,7 +7,7 @@ from .models import Charge, Invoice, Order
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ["reference", "email", "amount", "status", "created_at", "paid_at", "confirmed_at"]
+    list_display = ["reference", "email", "amount", "status", "created_at", "paid_at"]
     list_filter = ["status"]
     search_fields = ["reference", "email"]
 
