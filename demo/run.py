@@ -127,6 +127,9 @@ def banner(web_port: int, flower_port: int, password: str | None) -> str:
             f"  password {os.environ['FLOWER_PASSWORD']}",
             f"  redis   {os.environ['REDIS_URL']}",
             f"  db      {os.environ.get('DATABASE_URL') or DEMO / 'db.sqlite3'}",
+            f"  mail    {os.environ.get('DEMO_MAIL_DIR') or DEMO / 'var' / 'mail'}",
+            "  load    cd demo && ../.venv/bin/python manage.py demo_traffic --orders 200 "
+            "--failure-rate 0.2",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -147,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp_dir = None
     if check:
         web_port, flower_port = free_port(), free_port()
+        tmp_dir = tempfile.mkdtemp(prefix="taskkit-demo-")
+        os.environ["DEMO_MAIL_DIR"] = f"{tmp_dir}/mail"
         if not os.environ.get("DATABASE_URL"):
-            tmp_dir = tempfile.mkdtemp(prefix="taskkit-demo-")
             os.environ["DATABASE_URL"] = f"sqlite:///{tmp_dir}/db.sqlite3"
     else:
         web_port = int(os.environ.get("PORT") or 8000)
@@ -185,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("admin", password or ""),
                 (os.environ["FLOWER_USER"], os.environ["FLOWER_PASSWORD"]),
                 honcho,
+                os.environ["DEMO_MAIL_DIR"],
             )
             status = 0
         else:

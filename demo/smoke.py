@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 CONFIRM_TIMEOUT = 60.0
 START_TIMEOUT = 45.0
@@ -80,6 +81,7 @@ def run(
     admin: tuple[str, str],
     flower_auth: tuple[str, str],
     honcho: subprocess.Popen[bytes],
+    mail_dir: str,
 ) -> None:
     started = time.monotonic()
     _wait("the web server", lambda: _status(f"{web}/") == 200, honcho, START_TIMEOUT)
@@ -92,23 +94,43 @@ def run(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
     )
     placed_at = time.monotonic()
-    _, body = _post_form(opener, f"{web}/", {"amount": "12.34"})
-    match = re.search(r"Placed (ORD-[0-9A-F]+); confirmation run ([0-9a-f-]{36})", body)
+    _, body = _post_form(opener, f"{web}/", {"amount": "12.34", "failure_rate": "0"})
+    match = re.search(r"Placed (ORD-[0-9A-F]+); charge run ([0-9a-f-]{36})", body)
     if not match:
         raise SmokeFailure("the page did not confirm that the order was placed")
     reference, run_id = match.groups()
     say(f"placed {reference} (run {run_id})")
 
-    def confirmed() -> bool:
+    def row() -> re.Match[str] | None:
         with opener.open(f"{web}/", timeout=10) as response:
             page = response.read().decode()
-        row = re.search(
+        return re.search(
             rf'<tr data-reference="{reference}" data-status="(\w+)">(.*?)</tr>', page, re.S
         )
-        return bool(row and row.group(1) == "confirmed" and "SUCCEEDED" in row.group(2))
+
+    def confirmed() -> bool:
+        found = row()
+        return bool(found and found.group(1) == "confirmed" and "SUCCEEDED" in found.group(2))
+
+    def invoiced(ref: str) -> bool:
+        found = row()
+        return bool(found and "INV-" in found.group(2))
 
     _wait(f"{reference} to be confirmed", confirmed, honcho, CONFIRM_TIMEOUT)
     say(f"{reference} confirmed, run SUCCEEDED, {time.monotonic() - placed_at:.1f} s after POST")
+
+    def mailed() -> bool:
+        return any(reference in p.read_text(errors="replace") for p in Path(mail_dir).glob("*"))
+
+    _wait(f"the confirmation e-mail of {reference}", mailed, honcho, 10)
+    _wait(f"the invoice of {reference}", lambda: invoiced(reference), honcho, 20)
+    say(f"{reference}: e-mail written to {mail_dir}, invoice created")
+
+    _, body = _post_form(opener, f"{web}/", {"amount": "5.00", "roll_back": "on"})
+    rolled = re.search(r"Rolled back (ORD-[0-9A-F]+): .*? no order, no run and no e-mail", body)
+    if not rolled or f'data-reference="{rolled.group(1)}"' in body:
+        raise SmokeFailure("the rolled-back order left something behind")
+    say(f"rolled back {rolled.group(1)}: no order, no run, no e-mail")
 
     def flower_saw_it() -> bool:
         try:
@@ -131,3 +153,10 @@ def run(
     if not url.endswith("/admin/") or "Site administration" not in body:
         raise SmokeFailure("could not log in to the admin with the printed credentials")
     say("admin login works")
+    with opener.open(f"{web}/admin/taskkit/taskrun/overview/", timeout=10) as response:
+        if "Runs by state" not in response.read().decode():
+            raise SmokeFailure("the admin overview page did not render")
+    with opener.open(f"{web}/admin/taskkit/taskrun/{run_id}/change/", timeout=10) as response:
+        if f'{flower}/task/{run_id}"' not in response.read().decode():
+            raise SmokeFailure("the run's admin page does not link to Flower")
+    say("admin overview renders; the run's admin page links to Flower")

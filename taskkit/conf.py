@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     # Attempts lost with their worker (killed, frozen past the lease) before the run is FAILED,
     # whatever the stop strategy says: a task that kills its worker every time cannot loop.
     "MAX_WORKER_LOSSES": 5,
+    # Base URL of Flower (e.g. "http://127.0.0.1:5555"); the admin links each run to it when set.
+    "FLOWER_URL": None,
 }
 
 
@@ -86,6 +88,11 @@ class TaskkitSettings:
     @property
     def MAX_WORKER_LOSSES(self) -> int:
         return int(self._get("MAX_WORKER_LOSSES"))
+
+    @property
+    def FLOWER_URL(self) -> str | None:
+        url = self._get("FLOWER_URL")
+        return str(url).rstrip("/") if url else None
 
 
 settings = TaskkitSettings()

@@ -81,6 +81,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 5}
 
+# The confirmation e-mails are files in demo/var/mail (DEMO_MAIL_DIR overrides it).
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = os.environ.get("DEMO_MAIL_DIR") or str(BASE_DIR / "var" / "mail")
+
+# The admin links every run to Flower (demo/run.py sets FLOWER_PORT for all processes).
+TASKKIT_FLOWER_URL = f"http://127.0.0.1:{os.environ.get('FLOWER_PORT') or 5555}"
+
+# The flaky gateway's default failure rate for orders placed on the page.
+DEMO_FAILURE_RATE = float(os.environ.get("DEMO_FAILURE_RATE") or 0.2)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

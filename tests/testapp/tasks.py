@@ -135,3 +135,12 @@ def witness(n, sleep=0.0):
     if sleep:
         time.sleep(sleep)
     return n
+
+
+@reliable_task(stop=stop_after_attempt(1), **FAST)
+def fails_until_flag(kind):
+    """Fails until an ``Effect`` row of kind ``flag:<kind>`` exists (an operator then retries)."""
+    if not Effect.objects.filter(kind=f"flag:{kind}").exists():
+        raise RuntimeError(f"no flag for {kind} yet")
+    _effect(kind)
+    return "flag seen"

@@ -1,0 +1,66 @@
+"""``manage.py demo_traffic --orders 200 --failure-rate 0.2``: place orders to load the demo.
+
+Each order is placed the way the page places it (order + charge run in one transaction). With a
+failure rate, the fake gateway and the invoice task fail at random: runs retry, some give up and
+land in the admin's Failed tasks. A progress line is written to stderr.
+"""
+
+from __future__ import annotations
+
+import decimal
+import random
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from shop.services import RolledBack, place_order
+
+
+def progress(done: int, total: int, started: float, width: int = 30) -> str:
+    filled = width * done // total if total else width
+    rate = done / max(time.monotonic() - started, 1e-9)
+    return f"\rorders [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:6.1f}/s"
+
+
+class Command(BaseCommand):
+    help = "Place demo orders through the flaky gateway so the admin and Flower have data."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--orders", type=int, default=200)
+        parser.add_argument(
+            "--failure-rate", type=float, default=0.2, help="gateway failure rate, 0 to 1"
+        )
+        parser.add_argument(
+            "--roll-back-every",
+            type=int,
+            default=0,
+            metavar="N",
+            help="roll back every Nth order after dispatching (nothing is sent for it)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        total, rate = options["orders"], options["failure_rate"]
+        if total < 1:
+            raise CommandError("--orders must be at least 1.")
+        if not 0 <= rate <= 1:
+            raise CommandError("--failure-rate must be between 0 and 1 (e.g. 0.2).")
+        every = options["roll_back_every"]
+        started = time.monotonic()
+        rolled_back = 0
+        for i in range(1, total + 1):
+            amount = decimal.Decimal(random.randint(100, 20000)) / 100
+            try:
+                place_order(amount, f"customer{i}@example.com", rate, every > 0 and i % every == 0)
+            except RolledBack:
+                rolled_back += 1
+            if i == total or i % 5 == 0:
+                sys.stderr.write(progress(i, total, started))
+                sys.stderr.flush()
+        sys.stderr.write("\n")
+        self.stdout.write(
+            f"Placed {total - rolled_back} orders ({rolled_back} rolled back) in "
+            f"{time.monotonic() - started:.1f} s with a gateway failure rate of {rate}. "
+            "Watch them in /admin/taskkit/taskrun/overview/ and in Flower."
+        )

@@ -1,0 +1,293 @@
+"""The operators' admin: runs, failed tasks, run detail, retry / discard actions, overview.
+
+Runs are read-only here; the only writes are the retry and discard actions, which go through
+``taskkit.ledger`` (the single owner of state transitions), are gated by the ``retry_taskrun`` /
+``discard_taskrun`` permissions and are written to Django's admin log. The list pages are built to
+stay fast on large ledgers: indexed filters and ordering, no full-table count, no facets, large
+columns deferred. The HTML of stored values is built in ``admin_display``; the overview and the
+confirmation pages are in ``admin_views``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.options import ShowFacets
+from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from . import admin_display, admin_views
+from .admin_paginator import EstimatedCountPaginator
+from .conf import settings
+from .models import FailedRun, TaskRun
+
+#: Columns the list pages never show; not fetched for 100 rows of tracebacks and payloads.
+HEAVY_COLUMNS = ("args", "kwargs", "options", "result", "error_traceback")
+
+
+class RunChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet[Any]:
+        return super().get_queryset(request, *args, **kwargs).defer(*HEAVY_COLUMNS)
+
+
+STATE_COLOURS = {
+    "SUCCEEDED": "#2a7d2a",
+    "FAILED": "#ba2121",
+    "DISCARDED": "#777",
+    "RETRYING": "#b36b00",
+    "RUNNING": "#205f9e",
+}
+
+
+class TaskRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "run_link",
+        "task_name",
+        "state_badge",
+        "queue",
+        "attempts",
+        "idempotency_key",
+        "age",
+        "last_error",
+    ]
+    list_display_links = None
+    list_filter = [
+        "state",
+        ("task_name", admin.AllValuesFieldListFilter),
+        ("queue", admin.AllValuesFieldListFilter),
+        ("created_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["=idempotency_key", "task_name"]
+    search_help_text = "A run id finds that run; other text matches idempotency keys and names."
+    ordering = ["-created_at"]
+    list_select_related = False  # no foreign keys on the list: one query for the page
+    list_per_page = 50
+    show_full_result_count = False
+    show_facets = ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    actions = ["retry_selected", "discard_selected"]
+    change_list_template = "admin/taskkit/change_list.html"
+
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "task_name",
+                    "state_badge",
+                    "queue",
+                    "attempt_summary",
+                    "idempotency_key",
+                    "request_id",
+                    "discard_reason",
+                    "links",
+                ]
+            },
+        ),
+        ("Arguments", {"fields": ["arguments"]}),
+        ("Result and last error", {"fields": ["result_display", "last_error_display"]}),
+        (
+            "Times",
+            {
+                "fields": [
+                    "created_at",
+                    "queued_at",
+                    "first_started_at",
+                    "started_at",
+                    "finished_at",
+                    "not_before",
+                    "lease_until",
+                    "claimed_by",
+                ]
+            },
+        ),
+        ("Attempts", {"fields": ["timeline"]}),
+    ]
+
+    # -- read-only ---------------------------------------------------------------------------
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return list(flatten_fieldsets(self.fieldsets))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("taskkit.retry_taskrun"))
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("taskkit.discard_taskrun"))
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return RunChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """A run id is looked up by primary key (indexed); anything else by the search fields."""
+        try:
+            run_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(pk=run_id), False
+
+    # -- columns -------------------------------------------------------------------------------
+
+    @admin.display(description="run", ordering="created_at")
+    def run_link(self, obj: TaskRun) -> SafeString:
+        opts = self.model._meta
+        url = reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]
+        )
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.pk, str(obj.pk)[:8])
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: TaskRun) -> SafeString:
+        colour = STATE_COLOURS.get(obj.state, "#333")
+        return format_html(
+            '<strong class="taskkit-state" data-state="{}" style="color:{}">{}</strong>',
+            obj.state,
+            colour,
+            obj.state,
+        )
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: TaskRun) -> str:
+        return admin_display.short_age(obj.created_at)
+
+    @admin.display(description="last error")
+    def last_error(self, obj: TaskRun) -> str:
+        if not obj.error_type:
+            return ""
+        short_type = obj.error_type.rsplit(".", 1)[-1]
+        return admin_display.one_line(f"{short_type}: {obj.error_message}")
+
+    # -- detail --------------------------------------------------------------------------------
+
+    @admin.display(description="attempts")
+    def attempt_summary(self, obj: TaskRun) -> str:
+        if obj.attempt_base:
+            return (
+                f"{obj.attempts} ({obj.attempts - obj.attempt_base} since the operator retry; "
+                f"{obj.attempt_base} before)"
+            )
+        return str(obj.attempts)
+
+    @admin.display(description="arguments")
+    def arguments(self, obj: TaskRun) -> SafeString:
+        link = admin_display.admin_linker(self.admin_site)
+        return format_html(
+            "<div>args</div>{}<div>kwargs</div>{}",
+            admin_display.render_pre(obj.args, link),
+            admin_display.render_pre(obj.kwargs, link),
+        )
+
+    @admin.display(description="result")
+    def result_display(self, obj: TaskRun) -> SafeString:
+        return admin_display.render_pre(obj.result, admin_display.admin_linker(self.admin_site))
+
+    @admin.display(description="last error")
+    def last_error_display(self, obj: TaskRun) -> SafeString:
+        return admin_display.error_block(obj.error_type, obj.error_message, obj.error_traceback)
+
+    @admin.display(description="attempt timeline")
+    def timeline(self, obj: TaskRun) -> SafeString:
+        return admin_display.attempt_timeline(obj.attempt_log.order_by("number"))
+
+    @admin.display(description="elsewhere")
+    def links(self, obj: TaskRun) -> SafeString:
+        parts = []
+        flower = settings.FLOWER_URL
+        if flower:
+            parts.append(
+                format_html(
+                    '<a class="taskkit-flower" href="{}/task/{}">Flower</a>', flower, obj.pk
+                )
+            )
+        result_url = admin_views.task_result_url(self.admin_site, obj.pk)
+        if result_url:
+            parts.append(
+                format_html(
+                    '<a class="taskkit-result" href="{}">Celery task result</a>', result_url
+                )
+            )
+        history = reverse(f"{self.admin_site.name}:taskkit_taskrun_history", args=[obj.pk])
+        parts.append(format_html('<a href="{}">operator history</a>', history))
+        return format_html_join_pipe(parts)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    @admin.action(description="Retry selected runs (fresh attempt budget)", permissions=["retry"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        admin_views.apply_retry(self, request, queryset, scope="selected runs")
+
+    @admin.action(description="Discard selected runs…", permissions=["discard"])
+    def discard_selected(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> HttpResponse | None:
+        return admin_views.discard_action(self, request, queryset)
+
+    # -- extra pages ---------------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        opts = self.model._meta
+        prefix = f"{opts.app_label}_{opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "overview/",
+                wrap(admin_views.OverviewView.as_view(model_admin=self)),
+                name=f"{prefix}_overview",
+            ),
+            path(
+                "matching/<str:verb>/",
+                wrap(admin_views.MatchingActionView.as_view(model_admin=self)),
+                name=f"{prefix}_matching",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        opts = self.model._meta
+        context = {
+            "overview_url": reverse(f"{self.admin_site.name}:taskkit_taskrun_overview"),
+            "can_retry": self.has_retry_permission(request),
+            "can_discard": self.has_discard_permission(request),
+            "matching_url_name": f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}"
+            "_matching",
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, context)
+
+
+def format_html_join_pipe(parts: list[SafeString]) -> SafeString:
+    return admin_display.join(
+        part if i == 0 else format_html(" | {}", part) for i, part in enumerate(parts)
+    )
+
+
+class FailedRunAdmin(TaskRunAdmin):
+    """FAILED runs only: the operators' landing page."""
+
+    list_filter = [f for f in TaskRunAdmin.list_filter if f != "state"]
+
+
+admin.site.register(TaskRun, TaskRunAdmin)
+admin.site.register(FailedRun, FailedRunAdmin)

@@ -1,0 +1,200 @@
+"""HTML for the run admin: stored arguments, results, errors and the attempt timeline.
+
+Everything stored comes from task callers or task code, so every value goes through
+``format_html`` / ``format_html_join``, which escape it; nothing here calls ``mark_safe``.
+Model references in arguments (``{"__taskkit__": "model", ...}``) become links to the referenced
+object's admin change page when the admin site registers that model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.apps import apps
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from .serialization import TAG
+
+#: ``(model label, pk) -> URL or None``: where a model reference links to.
+Linker = Callable[[str, Any], str | None]
+
+INDENT = "  "
+
+
+def join(parts: Iterable[SafeString | str]) -> SafeString:
+    """Concatenate fragments, escaping those that are not already safe."""
+    return format_html_join("", "{}", ((part,) for part in parts))
+
+
+def _lines(items: list[SafeString]) -> SafeString:
+    return join(item if i == 0 else format_html(",\n{}", item) for i, item in enumerate(items))
+
+
+def admin_linker(admin_site: Any) -> Linker:
+    """A ``Linker`` to the change pages of ``admin_site`` (``None`` for unregistered models)."""
+
+    def link(label: str, pk: Any) -> str | None:
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            return None
+        if not admin_site.is_registered(model):
+            return None
+        opts = model._meta
+        try:
+            return reverse(
+                f"{admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[pk]
+            )
+        except NoReverseMatch:
+            return None
+
+    return link
+
+
+def _tagged(value: dict[str, Any], link: Linker) -> SafeString:
+    tag = value[TAG]
+    if tag == "model":
+        pk = value.get("pk")
+        if isinstance(pk, dict) and TAG in pk:  # a UUID or other tagged primary key
+            pk = pk.get("value")
+        text = f"{value.get('model')} #{pk}"
+        url = link(str(value.get("model")), pk)
+        if url:
+            return format_html('<a class="taskkit-ref" href="{}">{}</a>', url, text)
+        return format_html('<span class="taskkit-ref">{}</span>', text)
+    if tag == "timedelta":
+        delta = datetime.timedelta(
+            days=value.get("days", 0),
+            seconds=value.get("seconds", 0),
+            microseconds=value.get("microseconds", 0),
+        )
+        return format_html("timedelta({})", str(delta))
+    return format_html("{}({})", tag, json.dumps(value.get("value")))
+
+
+def render_value(value: Any, link: Linker, depth: int = 0) -> SafeString:
+    """Pretty-print a stored JSON value as indented, escaped HTML with model references linked."""
+    pad = INDENT * (depth + 1)
+    end = INDENT * depth
+    if isinstance(value, dict):
+        if TAG in value:
+            return _tagged(value, link)
+        if not value:
+            return format_html("{}", "{}")
+        items = [
+            format_html("{}{}: {}", pad, json.dumps(k), render_value(v, link, depth + 1))
+            for k, v in value.items()
+        ]
+        return format_html("{{\n{}\n{}}}", _lines(items), end)
+    if isinstance(value, list):
+        if not value:
+            return format_html("{}", "[]")
+        items = [format_html("{}{}", pad, render_value(v, link, depth + 1)) for v in value]
+        return format_html("[\n{}\n{}]", _lines(items), end)
+    return format_html("{}", json.dumps(value, ensure_ascii=False))
+
+
+def render_pre(value: Any, link: Linker) -> SafeString:
+    return format_html('<pre class="taskkit-json">{}</pre>', render_value(value, link))
+
+
+def one_line(text: str, limit: int = 120) -> str:
+    """The first line of ``text``, cut to ``limit`` characters (for list columns)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def short_age(since: datetime.datetime | None, now: datetime.datetime | None = None) -> str:
+    """``since`` as a compact age: 42s, 7m, 3h, 2d."""
+    if since is None:
+        return "-"
+    seconds = max(0, int(((now or timezone.now()) - since).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def error_block(kind: str, message: str, traceback: str) -> SafeString:
+    if not kind and not message:
+        return format_html("{}", "-")
+    trace = (
+        format_html("<details><summary>traceback</summary><pre>{}</pre></details>", traceback)
+        if traceback
+        else ""
+    )
+    return format_html("<code>{}</code>: {}{}", kind, message, trace)
+
+
+def attempt_timeline(attempts: Iterable[Any]) -> SafeString:
+    """A table of the run's attempts: number, outcome, start, duration, worker, error."""
+    rows = [
+        format_html(
+            '<tr class="taskkit-attempt" data-outcome="{}"><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.outcome,
+            a.number,
+            a.get_outcome_display(),
+            a.started_at.isoformat(sep=" ", timespec="milliseconds") if a.started_at else "-",
+            f"{a.duration:.3f} s" if a.duration is not None else "-",
+            a.worker or "-",
+            f"{a.retry_delay:.1f} s" if a.retry_delay is not None else "-",
+            error_block(a.error_type, a.error_message, a.traceback),
+        )
+        for a in attempts
+    ]
+    if not rows:
+        return format_html("{}", "No attempt yet.")
+    return format_html(
+        '<table class="taskkit-timeline"><thead><tr><th>#</th><th>outcome</th><th>started</th>'
+        "<th>duration</th><th>worker</th><th>next retry in</th><th>error</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        join(rows),
+    )
+
+
+def bar_chart(counts: list[tuple[str, int]], width: int = 480, bar: int = 18) -> SafeString:
+    """A horizontal bar chart as inline SVG (no JavaScript): one labelled bar per (name, count)."""
+    if not counts:
+        return format_html("{}", "No failures in the last 24 hours.")
+    label_width = 260
+    top = max(count for _, count in counts) or 1
+    gap = 6
+    height = len(counts) * (bar + gap) + gap
+    bars = []
+    for i, (name, count) in enumerate(counts):
+        y = gap + i * (bar + gap)
+        length = max(1, round((width - label_width - 50) * count / top))
+        bars.append(
+            format_html(
+                '<g class="taskkit-bar"><title>{}: {}</title>'
+                '<text x="{}" y="{}" text-anchor="end" font-size="12">{}</text>'
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="#ba2121"></rect>'
+                '<text x="{}" y="{}" font-size="12">{}</text></g>',
+                name,
+                count,
+                label_width - 6,
+                y + bar - 5,
+                one_line(name, 40),
+                label_width,
+                y,
+                length,
+                bar,
+                label_width + length + 4,
+                y + bar - 5,
+                count,
+            )
+        )
+    return format_html(
+        '<svg class="taskkit-chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" '
+        'role="img" aria-label="failures per task, last 24 hours">{}</svg>',
+        width,
+        height,
+        join(bars),
+    )
