@@ -75,11 +75,13 @@ def _unique_stamp() -> datetime.datetime:
     return timezone.now() + datetime.timedelta(microseconds=random.randrange(1, 999_999))
 
 
-def _take_batch(batch_size: int) -> list[tuple[Any, str, datetime.datetime | None]]:
-    """Stamp up to ``batch_size`` due rows as QUEUED by this relay; return (id, old state, old
-    queued_at) of the rows this relay now owns."""
+def _take_batch(
+    batch_size: int, now: datetime.datetime
+) -> list[tuple[Any, str, datetime.datetime | None]]:
+    """Stamp up to ``batch_size`` rows due at ``now`` (the sweep's start, so a sweep never takes
+    back what it stamped itself) as QUEUED by this relay; return (id, old state, old queued_at)
+    of the rows this relay now owns."""
     db = ledger.db_alias()
-    now = timezone.now()
     due = _due_to_publish(now)
     with transaction.atomic(using=db):
         candidates: QuerySet[TaskRun] = TaskRun.objects.using(db).filter(due)
@@ -135,8 +137,9 @@ def _publish_batch(
 
 
 def publish_due(batch_size: int, counts: Counter[str]) -> None:
+    now = timezone.now()
     while True:
-        rows = _take_batch(batch_size)
+        rows = _take_batch(batch_size, now)
         if not rows:
             return
         _publish_batch(rows, counts)
