@@ -1,4 +1,4 @@
-"""Django app configuration for taskkit."""
+"""Django app configuration for taskkit: connects the default logging to taskkit's signals."""
 
 from django.apps import AppConfig
 
@@ -7,3 +7,8 @@ class TaskkitConfig(AppConfig):
     name = "taskkit"
     verbose_name = "Reliable tasks"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signal_handlers
+
+        signal_handlers.connect()

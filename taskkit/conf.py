@@ -21,6 +21,12 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_TIMEOUT": 0.5,
     # Publish attempts after the first one before the run is left PENDING for the relay.
     "PUBLISH_MAX_RETRIES": 1,
+    # Header carrying the web request's id, read and set by RequestIdMiddleware.
+    "REQUEST_ID_HEADER": "X-Request-ID",
+    # How many of the most recently started runs the commit-to-start figures are computed from.
+    "METRICS_RECENT_RUNS": 1000,
+    # If set, the metrics view requires "Authorization: Bearer <token>".
+    "METRICS_TOKEN": "",
 }
 
 
@@ -49,6 +55,18 @@ class TaskkitSettings:
     @property
     def PUBLISH_MAX_RETRIES(self) -> int:
         return int(self._get("PUBLISH_MAX_RETRIES"))
+
+    @property
+    def REQUEST_ID_HEADER(self) -> str:
+        return str(self._get("REQUEST_ID_HEADER"))
+
+    @property
+    def METRICS_RECENT_RUNS(self) -> int:
+        return int(self._get("METRICS_RECENT_RUNS"))
+
+    @property
+    def METRICS_TOKEN(self) -> str:
+        return str(self._get("METRICS_TOKEN") or "")
 
 
 settings = TaskkitSettings()

@@ -1,5 +1,6 @@
 """Reliable tasks the test suite dispatches. Each writes ``Effect`` rows so tests can count."""
 
+import logging
 import os
 import time
 
@@ -126,3 +127,10 @@ def soft_limited(kind):
 def kills_worker(kind):
     _effect(kind)
     os.kill(os.getpid(), 9)
+
+
+@reliable_task(idempotency_key=lambda kind: f"log:{kind}")
+def logs_with_own_logger(kind):
+    """Logs through the project's own logger, as user code does."""
+    logging.getLogger(__name__).info("user code says %s", kind)
+    return kind
