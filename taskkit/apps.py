@@ -1,4 +1,4 @@
-"""Django app configuration for taskkit: connects the default logging to taskkit's signals."""
+"""Django app configuration for taskkit: connects the default logging and registers the checks."""
 
 from django.apps import AppConfig
 
@@ -9,6 +9,7 @@ class TaskkitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import signal_handlers
+        from . import checks, signal_handlers
 
         signal_handlers.connect()
+        checks.register()
