@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import path
 
+import taskkit.views
 from tests.testapp import tasks
 
 
@@ -12,5 +13,6 @@ def dispatch_view(request):
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", taskkit.views.metrics),
     path("dispatch", dispatch_view),
 ]
