@@ -36,6 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "MAX_WORKER_LOSSES": 5,
     # Base URL of Flower (e.g. "http://127.0.0.1:5555"); the admin links each run to it when set.
     "FLOWER_URL": None,
+    # Header carrying the web request's id, read and set by RequestIdMiddleware.
+    "REQUEST_ID_HEADER": "X-Request-ID",
+    # How many of the most recently started runs the commit-to-start figures are computed from.
+    "METRICS_RECENT_RUNS": 1000,
+    # If set, the metrics view requires "Authorization: Bearer <token>".
+    "METRICS_TOKEN": "",
 }
 
 
@@ -93,6 +99,18 @@ class TaskkitSettings:
     def FLOWER_URL(self) -> str | None:
         url = self._get("FLOWER_URL")
         return str(url).rstrip("/") if url else None
+
+    @property
+    def REQUEST_ID_HEADER(self) -> str:
+        return str(self._get("REQUEST_ID_HEADER"))
+
+    @property
+    def METRICS_RECENT_RUNS(self) -> int:
+        return int(self._get("METRICS_RECENT_RUNS"))
+
+    @property
+    def METRICS_TOKEN(self) -> str:
+        return str(self._get("METRICS_TOKEN") or "")
 
 
 settings = TaskkitSettings()

@@ -19,6 +19,7 @@ class RunContext:
     attempt: int
     idempotency_key: str | None
     queue: str
+    request_id: str = ""  # the web request that dispatched the run, if any
 
     @property
     def key(self) -> str:

@@ -149,6 +149,7 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
         attempt=claim.attempt,
         idempotency_key=run.idempotency_key,
         queue=run.queue,
+        request_id=run.request_id,
     )
     token = _current.set(context)
     try:

@@ -91,9 +91,37 @@ if os.environ.get("TASKKIT_FAULT_PROFILE"):
     TASKKIT_LEASE_MARGIN_SECONDS = 2
     CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = 30
 
+# Every process of a test run (the tests and their worker subprocesses, which inherit the
+# environment) writes JSON records to one file, so tests can read what a real worker logged.
+os.environ.setdefault("TASKKIT_TEST_LOG_FILE", str(TMP_DIR / f"records-{os.getpid()}.jsonl"))
+JSON_LOG_FILE = os.environ["TASKKIT_TEST_LOG_FILE"]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"taskkit": {"handlers": ["console"], "level": "INFO"}},
+    "filters": {"run_context": {"()": "taskkit.log_context.RunContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d",
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "level": "INFO",
+            "filters": ["run_context"],
+        },
+        "json_file": {
+            "class": "logging.FileHandler",
+            "filename": JSON_LOG_FILE,
+            "formatter": "json",
+            "filters": ["run_context"],
+        },
+    },
+    "loggers": {
+        "taskkit": {"handlers": ["console", "json_file"], "level": "DEBUG"},
+        "tests": {"handlers": ["json_file"], "level": "INFO"},
+        "celery.app.trace": {"handlers": ["json_file"], "level": "INFO"},
+    },
 }

@@ -1,4 +1,18 @@
 from django.contrib import admin
+from django.http import HttpResponse
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+import taskkit.views
+from tests.testapp import tasks
+
+
+def dispatch_view(request):
+    """Dispatches one run, as a project's view would."""
+    return HttpResponse(tasks.parked.delay("from-a-view").id)
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("metrics", taskkit.views.metrics),
+    path("dispatch", dispatch_view),
+]

@@ -33,6 +33,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "taskkit.middleware.RequestIdMiddleware",  # request ids on responses, runs and log lines
 ]
 ROOT_URLCONF = "demoproject.urls"
 WSGI_APPLICATION = "demoproject.wsgi.application"
@@ -91,9 +92,27 @@ TASKKIT_FLOWER_URL = f"http://127.0.0.1:{os.environ.get('FLOWER_PORT') or 5555}"
 # The flaky gateway's default failure rate for orders placed on the page.
 DEMO_FAILURE_RATE = float(os.environ.get("DEMO_FAILURE_RATE") or 0.2)
 
+# Let Django's LOGGING below configure the worker's logging too, instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# One JSON object per line, each with the run (task_name, run_id, attempt, idempotency_key,
+# queue) and the request_id of the web request that dispatched it.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"taskkit": {"handlers": ["console"], "level": "INFO"}},
+    "filters": {"run_context": {"()": "taskkit.log_context.RunContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["run_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
 }

@@ -1,10 +1,13 @@
-"""URLs of the demo: the shop page at ``/`` and the Django admin at ``/admin/``."""
+"""URLs of the demo: the shop page at ``/``, the admin at ``/admin/``, metrics at ``/metrics``."""
 
 from django.contrib import admin
 from django.urls import path
 from shop import views
 
+import taskkit.views
+
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
+    path("metrics", taskkit.views.metrics),
 ]

@@ -1,5 +1,6 @@
 """Reliable tasks the test suite dispatches. Each writes ``Effect`` rows so tests can count."""
 
+import logging
 import os
 import time
 
@@ -144,3 +145,10 @@ def fails_until_flag(kind):
         raise RuntimeError(f"no flag for {kind} yet")
     _effect(kind)
     return "flag seen"
+
+
+@reliable_task(idempotency_key=lambda kind: f"log:{kind}")
+def logs_with_own_logger(kind):
+    """Logs through the project's own logger, as user code does."""
+    logging.getLogger(__name__).info("user code says %s", kind)
+    return kind

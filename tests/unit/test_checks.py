@@ -1,0 +1,285 @@
+"""System checks: each against deliberately bad settings, and quiet on good ones."""
+
+import socket
+import time
+
+import pytest
+import tenacity
+from django.core import checks as django_checks
+from django.core.management import call_command
+from tenacity import (
+    stop_after_attempt,
+    stop_after_delay,
+    stop_any,
+    stop_before_delay,
+    wait_chain,
+    wait_exponential,
+    wait_exponential_jitter,
+    wait_fixed,
+    wait_incrementing,
+    wait_random,
+)
+
+from taskkit import checks
+from taskkit.embedded_redis import EmbeddedRedis
+from taskkit.policy import make_policy
+from tests.celery_app import app
+
+pytestmark = pytest.mark.timeout(30)
+
+GOOD = {
+    "broker_url": "redis://127.0.0.1:6379/0",
+    "broker_transport_options": {
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 5,
+        "visibility_timeout": 3600,
+    },
+    "accept_content": ["json"],
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "worker_prefetch_multiplier": 1,
+    "task_always_eager": False,
+    "task_acks_late": False,
+}
+
+
+class FakeTask:
+    def __init__(self, name="app.tasks.t", time_limit=None, **policy):
+        self.name = name
+        self.time_limit = time_limit
+        self.policy = make_policy(**policy)
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def conf(**changes):
+    return {**GOOD, **changes}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"accept_content": ["json", "pickle"]},
+        {"accept_content": ["application/x-python-serialize"]},
+        {"task_serializer": "pickle"},
+        {"result_serializer": "pickle"},
+        {"result_accept_content": ["pickle"]},
+    ],
+)
+def test_pickle_is_an_error(bad):
+    """Accepting or sending pickle is taskkit.E001, with the offending setting named."""
+    (message,) = checks.pickle_messages(conf(**bad))
+    assert message.id == "taskkit.E001" and message.level == django_checks.ERROR
+    assert "CELERY_ACCEPT_CONTENT = ['json']" in message.hint
+    assert next(iter(bad)) in message.msg
+
+
+def test_json_only_passes():
+    assert checks.pickle_messages(GOOD) == []
+
+
+def test_missing_apps_are_errors():
+    """taskkit missing, or django-db results without django_celery_results, is taskkit.E002."""
+    messages = checks.installed_apps_messages(
+        "django-db", taskkit_installed=False, results_installed=False
+    )
+    assert ids(messages) == ["taskkit.E002", "taskkit.E002"]
+    assert "django_celery_results" in messages[1].hint
+    assert (
+        checks.installed_apps_messages("django-db", taskkit_installed=True, results_installed=True)
+        == []
+    )
+    assert (
+        checks.installed_apps_messages(None, taskkit_installed=True, results_installed=False) == []
+    )
+
+
+def test_eager_outside_tests_is_a_warning():
+    """task_always_eager outside a test runner is taskkit.W001; under one it is expected."""
+    eager = conf(task_always_eager=True)
+    assert ids(checks.eager_messages(eager, under_tests=False)) == ["taskkit.W001"]
+    assert checks.eager_messages(eager, under_tests=True) == []
+    assert checks.eager_messages(GOOD, under_tests=False) == []
+
+
+@pytest.mark.parametrize(
+    ("wait", "attempts", "bound"),
+    [
+        (wait_fixed(5), 3, 5),
+        (wait_fixed(5), 1, 0),  # one attempt never waits
+        (wait_random(1, 9), None, 9),
+        (wait_exponential(multiplier=1, max=100), 4, 4),  # waits 1, 2, 4
+        (wait_exponential(multiplier=1, max=100), None, 100),
+        (wait_exponential(multiplier=1, max=100, min=10), 2, 10),
+        (wait_exponential_jitter(max=300), 5, 9),  # 8 + jitter 1
+        (wait_exponential_jitter(max=300), 30, 300),
+        (wait_incrementing(start=1, increment=10, max=50), 3, 11),
+        (wait_fixed(1) + wait_random(0, 2), 3, 3),
+        (wait_chain(wait_fixed(1), wait_fixed(7)), 5, 7),
+        (lambda state: 1, 3, None),  # a custom strategy: not guessed at
+        (wait_fixed(1) + (lambda state: 1), 3, None),
+    ],
+)
+def test_longest_wait(wait, attempts, bound):
+    """Bounds are computed for tenacity's built-in strategies and None for unreadable ones."""
+    result = checks.longest_wait(wait, attempts)
+    assert result == (pytest.approx(bound) if bound is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("stop", "attempts", "delay"),
+    [
+        (stop_after_attempt(4), 4, None),
+        (stop_any(stop_after_attempt(9), stop_after_attempt(3)), 3, None),
+        (stop_after_delay(60), None, None),  # stops after the fact: any wait gets through
+        (stop_before_delay(60), None, 60),
+        (stop_any(stop_after_attempt(3), stop_before_delay(60)), 3, 60),
+        (tenacity.stop_all(stop_after_attempt(3), stop_before_delay(60)), None, None),
+    ],
+)
+def test_stop_bounds(stop, attempts, delay):
+    assert checks.max_attempts(stop) == attempts
+    assert checks.max_delay(stop) == delay
+
+
+def test_a_retry_wait_beyond_the_visibility_timeout_is_flagged():
+    """A wait that can exceed Redis' visibility_timeout is taskkit.W002, naming the task."""
+    tasks = [
+        FakeTask("slow.retry", wait=wait_exponential(multiplier=60, max=7200), stop=10),
+        FakeTask("ok.retry", wait=wait_exponential(multiplier=60, max=7200), stop=3),
+        FakeTask("default"),
+        FakeTask("custom", wait=lambda state: 10_000),
+    ]
+    messages = checks.visibility_timeout_messages(GOOD, tasks)
+    assert ids(messages) == ["taskkit.W002"]
+    assert messages[0].obj == "slow.retry" and "7200 s" in messages[0].msg
+    # a shorter timeout catches the 120 s wait of ok.retry too
+    short = conf(broker_transport_options={"visibility_timeout": 100})
+    assert [m.obj for m in checks.visibility_timeout_messages(short, tasks)] == [
+        "slow.retry",
+        "ok.retry",
+    ]
+
+
+def test_a_time_limit_beyond_the_visibility_timeout_is_flagged():
+    """A hard time limit longer than visibility_timeout is taskkit.W003 (task or global)."""
+    tasks = [FakeTask("long", time_limit=7200), FakeTask("short", time_limit=60)]
+    assert ids(checks.visibility_timeout_messages(GOOD, tasks)) == ["taskkit.W003"]
+    everything = conf(task_time_limit=5000)
+    assert len(checks.visibility_timeout_messages(everything, [FakeTask("x")])) == 1
+
+
+def test_amqp_has_no_visibility_timeout():
+    tasks = [FakeTask("long", time_limit=99999)]
+    assert checks.visibility_timeout_messages(conf(broker_url="amqp://h//"), tasks) == []
+
+
+def test_prefetching_long_tasks_is_flagged():
+    """A prefetch multiplier other than 1 with long (or unlimited) tasks is taskkit.W004."""
+    long_tasks = [FakeTask("a"), FakeTask("b", time_limit=600)]
+    (message,) = checks.prefetch_messages(conf(worker_prefetch_multiplier=4), long_tasks)
+    assert message.id == "taskkit.W004" and "a, b" in message.msg
+    assert (
+        "unlimited"
+        in checks.prefetch_messages(conf(worker_prefetch_multiplier=0), long_tasks)[0].msg
+    )
+    assert checks.prefetch_messages(GOOD, long_tasks) == []
+    short = [FakeTask("quick", time_limit=5)]
+    assert checks.prefetch_messages(conf(worker_prefetch_multiplier=4), short) == []
+
+
+def test_result_backend_other_than_django_db_is_flagged():
+    """django_celery_results installed with another or no backend is taskkit.W006."""
+    for backend in (None, "redis://x"):
+        messages = checks.result_backend_messages(backend, results_installed=True)
+        assert ids(messages) == ["taskkit.W006"]
+    assert checks.result_backend_messages("django-db", results_installed=True) == []
+    assert checks.result_backend_messages(None, results_installed=False) == []
+
+
+def test_missing_publish_timeouts_are_flagged():
+    """A Redis broker without socket timeouts is taskkit.W007."""
+    (message,) = checks.publish_timeout_messages(conf(broker_transport_options={}))
+    assert message.id == "taskkit.W007" and "socket_connect_timeout" in message.msg
+    assert checks.publish_timeout_messages(GOOD) == []
+
+
+def test_acks_late_without_reject_on_worker_lost_is_flagged():
+    """Global acks_late without reject_on_worker_lost is taskkit.W008."""
+    assert ids(checks.acks_late_messages(conf(task_acks_late=True))) == ["taskkit.W008"]
+    both = conf(task_acks_late=True, task_reject_on_worker_lost=True)
+    assert checks.acks_late_messages(both) == []
+
+
+@pytest.fixture
+def redis_server():
+    """A dedicated real redis-server, so changing its config disturbs no other test."""
+    server = EmbeddedRedis().start()
+    yield server
+    server.stop()
+
+
+def test_an_evicting_redis_is_flagged(redis_server):
+    """A real Redis with maxmemory-policy allkeys-lru is taskkit.W005; noeviction passes."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    assert checks.redis_eviction_messages(redis_server.url) == []
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    (message,) = checks.redis_eviction_messages(redis_server.url)
+    assert message.id == "taskkit.W005" and "allkeys-lru" in message.msg
+    client.close()
+
+
+def test_an_unreachable_redis_is_skipped_quickly():
+    """A refused port and a silent one are skipped, each well within a second."""
+    with socket.socket() as refused:
+        refused.bind(("127.0.0.1", 0))
+        refused_port = refused.getsockname()[1]
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        for port in (refused_port, silent.getsockname()[1]):
+            started = time.monotonic()
+            assert checks.redis_eviction_messages(f"redis://127.0.0.1:{port}/0") == []
+            assert time.monotonic() - started < 1.0
+
+
+@pytest.fixture
+def app_conf():
+    """Change the test Celery app's configuration for one test."""
+    saved = {}
+
+    def change(**values):
+        for key, value in values.items():
+            saved.setdefault(key, app.conf.get(key))
+            app.conf[key] = value
+
+    yield change
+    for key, value in saved.items():
+        app.conf[key] = value
+
+
+def test_registered_checks_are_quiet_on_the_test_settings():
+    """The test project's settings pass every taskkit check, including the deploy one."""
+    assert django_checks.run_checks(tags=["taskkit"], include_deployment_checks=True) == []
+
+
+def test_registered_checks_read_the_celery_app(app_conf):
+    """manage.py check reports the project's Celery app's bad settings by id."""
+    app_conf(accept_content=["pickle", "json"], worker_prefetch_multiplier=8, task_acks_late=True)
+    found = sorted(ids(django_checks.run_checks(tags=["taskkit"])))
+    assert found == ["taskkit.E001", "taskkit.W004", "taskkit.W008"]
+
+
+def test_check_deploy_does_not_hang_on_a_silent_broker(app_conf):
+    """check --deploy with a broker that never answers returns within about a second."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        app_conf(broker_url=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        call_command("check", "--deploy", "--tag", "taskkit")
+        assert time.monotonic() - started < 1.5
