@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from . import ledger, publisher, signals
 from .conf import settings
-from .context import RunContext, _current
+from .context import RunContext, _current, reset_request_id, set_request_id
 from .exceptions import LeaseLost, MissingObject, ResultNotSerializable
 from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
 from .policy import RetryDecision
@@ -103,9 +103,6 @@ def execute(task: ReliableTask, request: Any) -> Any:
             run.attempts,
         )
         raise Ignore()
-    signals.send(
-        signals.run_started, task.name, run_id=run.pk, attempt=claim.attempt, worker=claim.worker
-    )
     return run_attempt(task, claim)
 
 
@@ -152,7 +149,15 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
         request_id=run.request_id,
     )
     token = _current.set(context)
+    request_token = set_request_id(run.request_id)  # runs dispatched from here inherit it
     try:
+        signals.send(
+            signals.run_started,
+            task.name,
+            run_id=run.pk,
+            attempt=claim.attempt,
+            worker=claim.worker,
+        )
         try:
             args, kwargs = decode_call(run.args, run.kwargs)
         except MissingObject as exc:
@@ -174,6 +179,7 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
         except Exception as exc:
             return _after_failure(task, claim, exc)
     finally:
+        reset_request_id(request_token)
         _current.reset(token)
 
 
@@ -271,8 +277,7 @@ def _after_failure(
     if state == RunState.RETRYING and decision is not None:
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
-        logger.warning("taskkit: run %s of %s discarded: %s", run.pk, task.name, exc)
-        raise Ignore()
+        raise Ignore()  # logged by taskkit.signal_handlers
     raise exc
 
 

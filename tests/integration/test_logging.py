@@ -52,9 +52,22 @@ def test_user_logger_records_carry_the_run_and_request(worker):
     # taskkit's default signal logging, from the worker
     started = one(name="taskkit.runs", run_id=result.id, taskkit_event="started")
     assert started["levelname"] == "INFO" and started["attempt"] == "1"
+    assert started["request_id"] == "req-abc-123"
     succeeded = one(name="taskkit.runs", run_id=result.id, taskkit_event="succeeded")
     assert succeeded["duration"] >= 0 and succeeded["attempt"] == "1"
     assert succeeded["request_id"] == "req-abc-123"
+
+
+def test_a_run_dispatched_from_a_run_inherits_its_request_id(worker):
+    """The request id travels on: a run dispatched inside a run keeps the original request's id."""
+    token = set_request_id("req-parent")
+    try:
+        parent = tasks.dispatches_child.delay("nested")
+    finally:
+        reset_request_id(token)
+    child_id = finished(parent.id).result
+    assert TaskRun.objects.get(pk=child_id).request_id == "req-parent"
+    assert finished(child_id).state == "SUCCEEDED"
 
 
 def test_worker_logs_retries_and_final_failure_with_traceback(worker):

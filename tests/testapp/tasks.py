@@ -152,3 +152,9 @@ def logs_with_own_logger(kind):
     """Logs through the project's own logger, as user code does."""
     logging.getLogger(__name__).info("user code says %s", kind)
     return kind
+
+
+@reliable_task
+def dispatches_child(kind):
+    """Dispatches another run from inside a run."""
+    return record.delay(f"{kind}-child").id
