@@ -93,6 +93,8 @@ class TaskRun(models.Model):
             models.Index(fields=["task_name", "state"], name="taskkit_run_task_state"),
             models.Index(fields=["-created_at"], name="taskkit_run_created"),
             models.Index(fields=["idempotency_key"], name="taskkit_run_key"),
+            models.Index(fields=["queue"], name="taskkit_run_queue"),
+            models.Index(fields=["state", "finished_at"], name="taskkit_run_state_finished"),
         ]
 
     def __str__(self) -> str:
