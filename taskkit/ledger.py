@@ -176,10 +176,27 @@ def holder_claim(run_id: Any, worker: str) -> Claim | None:
     return Claim(run=run, attempt=run.attempts, worker=worker, started_at=run.started_at)
 
 
-def mark_queued(run_id: Any) -> None:
-    """After a publish: PENDING → QUEUED (no-op if a worker already claimed it)."""
+def requeue_at(
+    now: datetime.datetime, not_before: datetime.datetime | None, publishes_before: int
+) -> datetime.datetime:
+    """When a QUEUED run may be published again if still unclaimed: ``TASKKIT_REQUEUE_AFTER``
+    after it is due, doubled for every earlier publish (at most 64 times), so a long backlog costs a
+    few duplicate messages per run rather than one every ``TASKKIT_REQUEUE_AFTER``."""
+    from .conf import settings
+
+    due = max(now, not_before) if not_before else now
+    factor = 2 ** min(publishes_before, 6)
+    return due + datetime.timedelta(seconds=settings.REQUEUE_AFTER * factor)
+
+
+def mark_queued(run_id: Any, not_before: datetime.datetime | None = None) -> None:
+    """After a first publish: PENDING → QUEUED (no-op if a worker already claimed it)."""
+    now = timezone.now()
     TaskRun.objects.using(db_alias()).filter(pk=run_id, state=RunState.PENDING).update(
-        state=RunState.QUEUED, queued_at=timezone.now()
+        state=RunState.QUEUED,
+        queued_at=now,
+        publish_count=F("publish_count") + 1,
+        requeue_at=requeue_at(now, not_before, 0),
     )
 
 

@@ -66,6 +66,12 @@ class TaskRun(models.Model):
     lease_until = models.DateTimeField(
         null=True, blank=True, help_text="Until when the current attempt holds the run."
     )
+    publish_count = models.PositiveIntegerField(
+        default=0, help_text="Messages published for the run (the relay's re-publishes included)."
+    )
+    requeue_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the relay may publish a QUEUED run again."
+    )
     claimed_by = models.CharField(
         max_length=255, blank=True, default="", help_text="host:pid of the attempt holding the run."
     )
@@ -94,6 +100,7 @@ class TaskRun(models.Model):
             models.Index(fields=["-created_at"], name="taskkit_run_created"),
             models.Index(fields=["idempotency_key"], name="taskkit_run_key"),
             models.Index(fields=["queue"], name="taskkit_run_queue"),
+            models.Index(fields=["state", "requeue_at"], name="taskkit_run_state_requeue"),
             models.Index(fields=["state", "finished_at"], name="taskkit_run_state_finished"),
         ]
 

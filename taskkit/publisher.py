@@ -102,7 +102,7 @@ def publish_new(
         return  # stays PENDING; the relay publishes it when due
     if publish(task, run_id, options, not_before):
         try:
-            ledger.mark_queued(run_id)
+            ledger.mark_queued(run_id, not_before)
         except Exception:
             logger.exception("taskkit: run %s was published but could not be marked QUEUED", run_id)
 
@@ -134,5 +134,5 @@ def publish_runs(run_ids: list[Any]) -> int:
             continue
         if publish(task, run.pk, run.options, run.not_before):
             sent += 1
-            ledger.mark_queued(run.pk)
+            ledger.mark_queued(run.pk, run.not_before)
     return sent

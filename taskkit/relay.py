@@ -64,8 +64,8 @@ def _due_to_publish(now: datetime.datetime) -> Q:
     )
     retry_unsent = Q(state=RunState.RETRYING, queued_at__isnull=True, not_before__lte=now)
     retry_late = Q(state=RunState.RETRYING, queued_at__isnull=False, not_before__lte=now - grace)
-    lost_message = Q(state=RunState.QUEUED, queued_at__lte=now - requeue) & (
-        Q(not_before__isnull=True) | Q(not_before__lte=now - requeue)
+    lost_message = Q(state=RunState.QUEUED, requeue_at__lte=now) | Q(
+        state=RunState.QUEUED, requeue_at__isnull=True, queued_at__lte=now - requeue
     )
     return pending | retry_unsent | retry_late | lost_message
 
@@ -75,48 +75,56 @@ def _unique_stamp() -> datetime.datetime:
     return timezone.now() + datetime.timedelta(microseconds=random.randrange(1, 999_999))
 
 
-def _take_batch(
-    batch_size: int, now: datetime.datetime
-) -> list[tuple[Any, str, datetime.datetime | None]]:
+Taken = tuple[Any, str, "datetime.datetime | None", "datetime.datetime | None", int]
+
+
+def _take_batch(batch_size: int, now: datetime.datetime) -> list[Taken]:
     """Stamp up to ``batch_size`` rows due at ``now`` (the sweep's start, so a sweep never takes
     back what it stamped itself) as QUEUED by this relay; return (id, old state, old queued_at)
-    of the rows this relay now owns."""
+    of the rows this relay now owns (with their old requeue_at and publish count)."""
     db = ledger.db_alias()
     due = _due_to_publish(now)
     with transaction.atomic(using=db):
         candidates: QuerySet[TaskRun] = TaskRun.objects.using(db).filter(due)
         if connections[db].features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
-        rows = list(
-            candidates.order_by("created_at").values_list("pk", "state", "queued_at")[:batch_size]
+        rows: list[Taken] = list(
+            candidates.order_by("created_at").values_list(
+                "pk", "state", "queued_at", "requeue_at", "publish_count"
+            )[:batch_size]
         )
         if not rows:
             return []
         stamp = _unique_stamp()
-        ids = [pk for pk, _, _ in rows]
-        TaskRun.objects.using(db).filter(due, pk__in=ids).update(
-            state=RunState.QUEUED, queued_at=stamp
-        )
+        ids = [row[0] for row in rows]
+        by_count: dict[int, list[Any]] = {}
+        for row in rows:
+            by_count.setdefault(row[4], []).append(row[0])
+        for count, group in by_count.items():
+            TaskRun.objects.using(db).filter(due, pk__in=group).update(
+                state=RunState.QUEUED,
+                queued_at=stamp,
+                publish_count=count + 1,
+                requeue_at=ledger.requeue_at(stamp, None, count),
+            )
         mine = set(
             TaskRun.objects.using(db)
             .filter(pk__in=ids, queued_at=stamp)
             .values_list("pk", flat=True)
         )
-    return [(pk, state, queued_at) for pk, state, queued_at in rows if pk in mine]
+    return [row for row in rows if row[0] in mine]
 
 
-def _publish_batch(
-    rows: list[tuple[Any, str, datetime.datetime | None]], counts: Counter[str]
-) -> None:
+def _publish_batch(rows: list[Taken], counts: Counter[str]) -> None:
     db = ledger.db_alias()
-    previous = {pk: (state, queued_at) for pk, state, queued_at in rows}
+    previous = {row[0]: row[1:] for row in rows}
     runs = (
         TaskRun.objects.using(db)
         .filter(pk__in=list(previous))
         .only("id", "task_name", "options", "not_before", "queued_at")
     )
     for run in runs:
-        old_state, old_queued_at = previous[run.pk]
+        old_state, old_queued_at, old_requeue_at, old_count = previous[run.pk]
         task = publisher.task_for(run.task_name)
         sent = task is not None and publisher.publish(task, run.pk, run.options, run.not_before)
         if sent:
@@ -133,7 +141,12 @@ def _publish_batch(
         # put it back as it was, unless a worker already claimed it
         TaskRun.objects.using(db).filter(
             pk=run.pk, state=RunState.QUEUED, queued_at=run.queued_at
-        ).update(state=old_state, queued_at=old_queued_at)
+        ).update(
+            state=old_state,
+            queued_at=old_queued_at,
+            requeue_at=old_requeue_at,
+            publish_count=old_count,
+        )
 
 
 def publish_due(batch_size: int, counts: Counter[str]) -> None:

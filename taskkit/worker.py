@@ -9,7 +9,10 @@ main process dies is recovered by the relay when the attempt's lease expires.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
@@ -27,6 +30,12 @@ logger = logging.getLogger("taskkit.worker")
 class ReliableRequest(Request):
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
+            # billiard kills the child only after this handler. Kill it first: it must not
+            # finish the attempt after we record it, and on SQLite its open transaction would
+            # hold the write lock we need to record it.
+            if self.worker_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.worker_pid, signal.SIGKILL)
             record_lost_attempt(self, AttemptOutcome.TIMED_OUT, TimeLimitExceeded(timeout))
         super().on_timeout(soft, timeout)
 

@@ -91,9 +91,16 @@ def test_a_message_the_broker_lost_is_published_again(clean_broker, fast_relay):
     clean_broker.delete("inspect")  # the broker lost it
     relay.sweep()
     assert clean_broker.llen("inspect") == 0  # not yet: it may still be on its way
-    TaskRun.objects.filter(pk=result.id).update(queued_at=timezone.now() - AGO)
+    run = TaskRun.objects.get(pk=result.id)
+    assert run.publish_count == 1
+    assert 4 < (run.requeue_at - run.queued_at).total_seconds() < 6  # REQUEUE_AFTER
+    TaskRun.objects.filter(pk=result.id).update(requeue_at=timezone.now() - AGO)
     assert relay.sweep().counts["published_queued"] == 1
     assert message_ids(clean_broker) == [result.id]
+    run = TaskRun.objects.get(pk=result.id)
+    assert run.publish_count == 2
+    assert 9 < (run.requeue_at - run.queued_at).total_seconds() < 11  # doubled: a backlog is
+    assert relay.sweep().counts["published_queued"] == 0  # not flooded with copies
 
 
 def test_a_failed_publish_puts_the_run_back(clean_broker, fast_relay, monkeypatch):
