@@ -43,7 +43,9 @@ SOAK_SECONDS = float(os.environ.get("TASKKIT_SOAK_SECONDS", "170"))
 
 def outcomes(run_id: str) -> list[str]:
     return list(
-        TaskRun.objects.get(pk=run_id).attempt_log.order_by("number").values_list("outcome", flat=True)
+        TaskRun.objects.get(pk=run_id)
+        .attempt_log.order_by("number")
+        .values_list("outcome", flat=True)
     )
 
 
