@@ -1,6 +1,7 @@
 # taskkit — the two commands of the README, plus lint.
 #   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
+#                                (the soak runs TASKKIT_SOAK_RUNS=5000 runs, bound TASKKIT_SOAK_SECONDS)
 #   make demo                    the demo project with web + worker under honcho
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
 
@@ -26,7 +27,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-faults: $(STAMP)
-	$(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
+	TASKKIT_SOAK_RUNS=$${TASKKIT_SOAK_RUNS:-5000} $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

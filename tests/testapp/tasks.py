@@ -158,3 +158,12 @@ def logs_with_own_logger(kind):
 def dispatches_child(kind):
     """Dispatches another run from inside a run."""
     return record.delay(f"{kind}-child").id
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(3), wait=wait_fixed(0.2), time_limit=2)
+def witness_hangs_first(n, hang=30.0):
+    """A witness whose first attempt hangs past its hard time limit, after writing its effect."""
+    _effect("witness", n=n)  # rolled back with the attempt the time limit kills
+    if current_run().attempt == 1:
+        time.sleep(hang)
+    return n
