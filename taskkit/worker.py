@@ -28,14 +28,20 @@ logger = logging.getLogger("taskkit.worker")
 
 
 class ReliableRequest(Request):
+    def _kill_child(self) -> None:
+        """Kill the child past its hard time limit now, before anything is recorded.
+
+        billiard kills it only after running the failure and timeout handlers, which write to
+        the database. Until then the child may still finish the attempt, and on SQLite its open
+        transaction holds the write lock those writes wait for (for as long as it hangs).
+        """
+        if self.worker_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.worker_pid, signal.SIGKILL)
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         if not soft:
-            # billiard kills the child only after this handler. Kill it first: it must not
-            # finish the attempt after we record it, and on SQLite its open transaction would
-            # hold the write lock we need to record it.
-            if self.worker_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.worker_pid, signal.SIGKILL)
+            self._kill_child()
             record_lost_attempt(self, AttemptOutcome.TIMED_OUT, TimeLimitExceeded(timeout))
         super().on_timeout(soft, timeout)
 
@@ -45,6 +51,8 @@ class ReliableRequest(Request):
         exc = exc_info.exception
         if isinstance(exc, ExceptionWithTraceback):
             exc = exc.exc
+        if isinstance(exc, TimeLimitExceeded):
+            self._kill_child()  # before Celery stores the failure in the result backend
         lost = isinstance(exc, WorkerLostError) or (
             isinstance(exc, SystemExit | KeyboardInterrupt)
             and not (self._already_cancelled or self._already_revoked)
