@@ -135,3 +135,22 @@ def witness(n, sleep=0.0):
     if sleep:
         time.sleep(sleep)
     return n
+
+
+def _witness_failing_first(n):
+    _effect("witness", n=n)  # rolled back with attempt 1 (atomic): one witness row in the end
+    if current_run().attempt == 1:
+        raise ConnectionError(f"witness {n}: attempt 1 fails")
+    return n
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(3), wait=wait_fixed(4))
+def witness_retry_4s(n):
+    """The fault suite's retrying witness: attempt 1 fails, the retry waits 4 s."""
+    return _witness_failing_first(n)
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(3), wait=wait_fixed(8))
+def witness_retry_8s(n):
+    """The fault suite's retrying witness: attempt 1 fails, the retry waits 8 s."""
+    return _witness_failing_first(n)
