@@ -96,6 +96,22 @@ if os.environ.get("TASKKIT_FAULT_PROFILE"):
 os.environ.setdefault("TASKKIT_TEST_LOG_FILE", str(TMP_DIR / f"records-{os.getpid()}.jsonl"))
 JSON_LOG_FILE = os.environ["TASKKIT_TEST_LOG_FILE"]
 
+# Hooks for single fault scenarios (set in the environment of the workers and relays they start).
+if os.environ.get("TASKKIT_TEST_VISIBILITY_TIMEOUT"):
+    # A short visibility timeout, and restores of unacked messages checked every second, so a
+    # message held past the timeout really is delivered again during the scenario.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = float(
+        os.environ["TASKKIT_TEST_VISIBILITY_TIMEOUT"]
+    )
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_interval"] = 1
+    CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
+if os.environ.get("TASKKIT_TEST_REQUEUE_AFTER"):
+    TASKKIT_REQUEUE_AFTER = float(os.environ["TASKKIT_TEST_REQUEUE_AFTER"])
+if os.environ.get("TASKKIT_TEST_ETA_MAX_SECONDS"):
+    TASKKIT_ETA_MAX_SECONDS = float(os.environ["TASKKIT_TEST_ETA_MAX_SECONDS"])
+if os.environ.get("TASKKIT_TEST_BROKER_TRANSPORT") and REDIS_URL.startswith("redis"):
+    CELERY_BROKER_TRANSPORT = os.environ["TASKKIT_TEST_BROKER_TRANSPORT"]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

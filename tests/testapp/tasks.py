@@ -167,3 +167,22 @@ def witness_hangs_first(n, hang=30.0):
     if current_run().attempt == 1:
         time.sleep(hang)
     return n
+
+
+def _witness_failing_first(n):
+    _effect("witness", n=n)  # rolled back with attempt 1 (atomic): one witness row in the end
+    if current_run().attempt == 1:
+        raise ConnectionError(f"witness {n}: attempt 1 fails")
+    return n
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(3), wait=wait_fixed(4))
+def witness_retry_4s(n):
+    """The fault suite's retrying witness: attempt 1 fails, the retry waits 4 s."""
+    return _witness_failing_first(n)
+
+
+@reliable_task(atomic=True, stop=stop_after_attempt(3), wait=wait_fixed(8))
+def witness_retry_8s(n):
+    """The fault suite's retrying witness: attempt 1 fails, the retry waits 8 s."""
+    return _witness_failing_first(n)
