@@ -1,6 +1,7 @@
 # taskkit — the two commands of the README, plus lint.
 #   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
 #   make demo                    the demo project with web + worker under honcho
+#   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ DJANGO ?=
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 STAMP = $(VENV)/.installed-$(subst /,_,$(subst >,gt,$(subst <,lt,$(subst =,eq,$(DJANGO)))))
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv clean bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check taskkit
 	PYTHONPATH=. $(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/python demo/run.py
