@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -130,3 +131,31 @@ def test_concurrent_bulk_dispatches_of_overlapping_keys_run_each_once(worker, tm
         assert finished(run_id).state == RunState.SUCCEEDED
     keys = list(Effect.objects.filter(kind="charge").values_list("payload__key", flat=True))
     assert sorted(keys) == sorted(f"charge:{i}" for i in range(40))
+
+
+@pytest.mark.timeout(60)
+def test_a_broker_down_at_commit_leaves_the_batch_pending_without_raising():
+    """With the broker refusing connections, the caller gets its results quickly and no error;
+    every run stays PENDING for the relay."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there any more
+    env = dict(
+        os.environ,
+        REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        TASKKIT_TEST_DATABASE_NAME=str(connection.settings_dict["NAME"]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.integration.bulk_dispatcher", "0", "50", "-"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=45,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["error"] is None
+    assert out["seconds"] < 5, out
+    assert "could not publish 50 of 50 runs" in proc.stderr
+    assert TaskRun.objects.filter(state=RunState.PENDING).count() == 50
