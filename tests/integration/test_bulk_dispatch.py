@@ -3,7 +3,6 @@
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from taskkit import PayloadTooLarge, UnsafeArgument, UnsupportedOption
 from taskkit.models import RunState, TaskRun
 from tests.conftest import ROOT, wait_for
+from tests.integration.test_broker_down import refused_port
 from tests.integration.test_dispatch import queued
 from tests.integration.test_execution import finished
 from tests.testapp import tasks
@@ -137,22 +137,19 @@ def test_concurrent_bulk_dispatches_of_overlapping_keys_run_each_once(worker, tm
 def test_a_broker_down_at_commit_leaves_the_batch_pending_without_raising():
     """With the broker refusing connections, the caller gets its results quickly and no error;
     every run stays PENDING for the relay."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there any more
-    env = dict(
-        os.environ,
-        REDIS_URL=f"redis://127.0.0.1:{port}/0",
-        TASKKIT_TEST_DATABASE_NAME=str(connection.settings_dict["NAME"]),
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.bulk_dispatcher", "0", "50", "-"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=45,
-    )
+    with refused_port() as port:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.integration.bulk_dispatcher", "0", "50", "-"],
+            cwd=ROOT,
+            env=dict(
+                os.environ,
+                REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                TASKKIT_TEST_DATABASE_NAME=str(connection.settings_dict["NAME"]),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=45,
+        )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["error"] is None
