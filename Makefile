@@ -3,6 +3,7 @@
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
 #                                (the soak runs TASKKIT_SOAK_RUNS=5000 runs, bound TASKKIT_SOAK_SECONDS)
 #   make demo                    the demo project with web + worker under honcho
+#   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ DJANGO ?=
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 STAMP = $(VENV)/.installed-$(subst /,_,$(subst >,gt,$(subst <,lt,$(subst =,eq,$(DJANGO)))))
 
-.PHONY: test test-faults demo lint venv clean
+.PHONY: test test-faults demo lint venv clean bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check taskkit
 	PYTHONPATH=. $(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/python demo/run.py

@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from . import ledger, publisher, signals
@@ -146,3 +146,142 @@ def _run_id(task_id: Any) -> uuid.UUID:
         raise UnsupportedOption(
             f"task_id={task_id!r}: a run id must be a UUID (it is the ledger's primary key)."
         ) from None
+
+
+#: Options of ``delay_many`` that name one run, so cannot be common to a batch.
+_PER_RUN_OPTIONS = {
+    "idempotency_key": "give the task an idempotency_key= function of its arguments instead.",
+    "task_id": "every run of a batch gets its own id.",
+}
+
+
+def dispatch_many(
+    task: ReliableTask, calls: Iterable[Any], options: Mapping[str, Any]
+) -> list[RunResult]:
+    """Dispatch many runs of ``task``: one INSERT, one publish batch after commit, one UPDATE.
+
+    Each item of ``calls`` is a tuple (or list) of positional arguments, or an ``(args, kwargs)``
+    pair: a 2-tuple whose first item is a tuple or list and whose second is a dict is always read
+    as a pair (to pass a list and a dict positionally, write ``((a_list, a_dict), {})``).
+    ``options`` apply to every run (``queue``, ``priority``, ``countdown``, ``eta``, …).
+
+    Every call is checked and encoded before anything is written; a refused call raises the same
+    exception ``.delay()`` would, its message starting with the item's index. Keys come from the
+    task's ``idempotency_key`` function: a key already in the ledger hands back the existing run,
+    and items of the batch that share a key share one run (the first one creates it). Returns one
+    ``RunResult`` per item, in order.
+    """
+    per_run = sorted(k for k in options if k in _PER_RUN_OPTIONS and options[k] is not None)
+    if per_run:
+        raise UnsupportedOption(
+            f"{task.name}.delay_many({per_run[0]}=…) is not supported: "
+            f"{_PER_RUN_OPTIONS[per_run[0]]}"
+        )
+    unsupported = sorted(k for k, v in options.items() if k not in SUPPORTED_OPTIONS and v)
+    if unsupported:
+        name = unsupported[0]
+        why = _WHY_NOT.get(name, f"supported options are {', '.join(sorted(SUPPORTED_OPTIONS))}.")
+        raise UnsupportedOption(f"{task.name}.delay_many({name}=…) is not supported: {why}")
+    not_before = _not_before(options.get("countdown"), options.get("eta"))
+    publish_options = {k: options[k] for k in publisher.PUBLISH_OPTIONS if options.get(k)}
+    if "queue" not in publish_options and task.reliable_queue:
+        publish_options["queue"] = task.reliable_queue
+    queue = publish_options.get("queue") or task.app.conf.task_default_queue
+    max_bytes = settings.MAX_PAYLOAD_BYTES
+    request_id = current_request_id()
+    now = timezone.now()
+
+    runs: list[TaskRun] = []
+    for index, item in enumerate(calls):
+        args, kwargs = _split_call(task.name, index, item)
+        try:
+            encoded_args, encoded_kwargs = encode_call(
+                task.call_signature, task.name, args, kwargs, max_bytes
+            )
+            key = task.idempotency_key_fn(*args, **kwargs) if task.idempotency_key_fn else None
+            if key is not None:
+                _check_key(task.name, key)
+        except Exception as exc:
+            raise _at_index(exc, task.name, index) from exc
+        runs.append(
+            TaskRun(
+                id=uuid.uuid4(),
+                task_name=task.name,
+                queue=queue,
+                args=encoded_args,
+                kwargs=encoded_kwargs,
+                options=publish_options,
+                idempotency_key=key,
+                state=RunState.PENDING,
+                not_before=not_before,
+                created_at=now,
+                request_id=request_id,
+            )
+        )
+
+    first_of_key: dict[str, TaskRun] = {}
+    for run in runs:
+        if run.idempotency_key is not None:
+            first_of_key.setdefault(run.idempotency_key, run)
+    unkeyed = [run for run in runs if run.idempotency_key is None]
+    db = ledger.db_alias()
+    manager = TaskRun.objects.using(db)
+    if unkeyed:
+        manager.bulk_create(unkeyed)
+    existing: dict[str | None, Any] = {}
+    if first_of_key:
+        manager.bulk_create(list(first_of_key.values()), ignore_conflicts=True)
+        keys = list(first_of_key)
+        size = (connections[db].features.max_query_params or 65_000) - 10
+        for start in range(0, len(keys), size):
+            existing.update(
+                manager.filter(task_name=task.name, idempotency_key__in=keys[start : start + size])
+                .values_list("idempotency_key", "id")
+                .iterator()
+            )
+
+    results: list[RunResult] = []
+    new_ids: list[Any] = []
+    for run in runs:
+        if run.idempotency_key is None:
+            run_id, created = run.pk, True
+        else:
+            run_id = existing[run.idempotency_key]
+            created = run_id == run.pk  # only the first item of a key was inserted
+        if created:
+            new_ids.append(run_id)
+        signals.send(signals.run_dispatched, task.name, run_id=run_id, created=created)
+        results.append(RunResult(str(run_id), created=created, app=task.app, task_name=task.name))
+    if new_ids:
+        transaction.on_commit(
+            functools.partial(
+                publisher.publish_new_many, task, new_ids, publish_options, not_before
+            ),
+            using=db,
+        )
+    return results
+
+
+def _split_call(task_name: str, index: int, item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], tuple | list)
+        and isinstance(item[1], dict)
+    ):
+        return tuple(item[0]), dict(item[1])
+    if isinstance(item, tuple | list):
+        return tuple(item), {}
+    raise TypeError(
+        f"{task_name}.delay_many: item #{index} is {type(item).__name__}; pass a tuple of "
+        "positional arguments, e.g. (order,), or an (args, kwargs) pair, e.g. ((order,), {})."
+    )
+
+
+def _at_index(exc: Exception, task_name: str, index: int) -> Exception:
+    """The same kind of exception, its message saying which item of the batch was refused."""
+    message = f"{task_name}.delay_many: item #{index}: {exc}"
+    try:
+        return type(exc)(message)
+    except Exception:
+        return TypeError(message)

@@ -136,3 +136,83 @@ def publish_runs(run_ids: list[Any]) -> int:
             sent += 1
             ledger.mark_queued(run.pk, run.not_before)
     return sent
+
+
+def publish_many(
+    task: ReliableTask,
+    run_ids: list[Any],
+    options: dict[str, Any],
+    not_before: datetime.datetime | None = None,
+) -> list[Any]:
+    """Publish one message per run over one broker connection; returns the ids that went out.
+
+    One producer is acquired for the whole batch, so the connection and channel are set up once.
+    The first failed publish ends the batch: the broker is down, and waiting out the publish
+    timeout once per remaining run would hold the caller for minutes. The runs not sent stay in
+    the ledger for the relay, as a failed single publish does.
+    """
+    _ensure_timeouts(task.app)
+    publish_options = {k: v for k, v in options.items() if k in PUBLISH_OPTIONS and v is not None}
+    if not_before is not None:
+        countdown = (not_before - timezone.now()).total_seconds()
+        if countdown > 0:
+            publish_options["countdown"] = countdown
+    retry_policy = {
+        "max_retries": settings.PUBLISH_MAX_RETRIES,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    }
+    sent: list[Any] = []
+    try:
+        with task.app.producer_or_acquire() as producer:
+            for run_id in run_ids:
+                celery.Task.apply_async(
+                    task,
+                    args=(),
+                    kwargs={},
+                    task_id=str(run_id),
+                    producer=producer,
+                    headers={RUN_HEADER: "1"},
+                    retry=True,
+                    retry_policy=retry_policy,
+                    **publish_options,
+                )
+                sent.append(run_id)
+    except Exception as exc:
+        logger.warning(
+            "taskkit: could not publish %d of %d runs of %s (%s: %s); they stay in the ledger "
+            "for the relay to publish.",
+            len(run_ids) - len(sent),
+            len(run_ids),
+            task.name,
+            type(exc).__name__,
+            exc,
+        )
+    return sent
+
+
+def publish_new_many(
+    task: ReliableTask,
+    run_ids: list[Any],
+    options: dict[str, Any],
+    not_before: datetime.datetime | None,
+) -> None:
+    """The on-commit callback of a bulk dispatch: publish, then PENDING → QUEUED in one UPDATE."""
+    sent = publish_many(task, run_ids, options, not_before)
+    if not sent:
+        return
+    from django.db import connections
+
+    from .models import RunState, TaskRun
+
+    db = ledger.db_alias()
+    size = (connections[db].features.max_query_params or 65_000) - 10  # one UPDATE on PostgreSQL
+    try:
+        now = timezone.now()
+        for start in range(0, len(sent), size):
+            TaskRun.objects.using(db).filter(
+                pk__in=sent[start : start + size], state=RunState.PENDING
+            ).update(state=RunState.QUEUED, queued_at=now)
+    except Exception:
+        logger.exception("taskkit: %d runs were published but not marked QUEUED", len(sent))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import celery
@@ -115,6 +115,17 @@ class ReliableTask(celery.Task):
 
     def delay(self, *args: Any, **kwargs: Any) -> RunResult:
         return self.apply_async(args, kwargs)
+
+    def delay_many(self, calls: Iterable[Any], **options: Any) -> list[RunResult]:
+        """Dispatch one run per item of ``calls`` in one INSERT and one publish batch.
+
+        Each item is a tuple of positional arguments, or an ``(args, kwargs)`` pair;
+        ``options`` (``queue``, ``countdown``, …) apply to every run. Returns the runs' results
+        in input order. See ``taskkit.dispatch.dispatch_many``.
+        """
+        from .dispatch import dispatch_many  # models load after the app registry
+
+        return dispatch_many(self, calls, options)
 
 
 @overload
