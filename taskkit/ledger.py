@@ -13,7 +13,7 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -189,15 +189,21 @@ def requeue_at(
     return due + datetime.timedelta(seconds=settings.REQUEUE_AFTER * factor)
 
 
-def mark_queued(run_id: Any, not_before: datetime.datetime | None = None) -> None:
-    """After a first publish: PENDING → QUEUED (no-op if a worker already claimed it)."""
+def mark_queued(run_ids: list[Any], not_before: datetime.datetime | None = None) -> None:
+    """After a first publish: PENDING → QUEUED (no-op for runs a worker already claimed).
+
+    One UPDATE for the lot (split only where the database limits query parameters).
+    """
+    db = db_alias()
     now = timezone.now()
-    TaskRun.objects.using(db_alias()).filter(pk=run_id, state=RunState.PENDING).update(
-        state=RunState.QUEUED,
-        queued_at=now,
-        publish_count=F("publish_count") + 1,
-        requeue_at=requeue_at(now, not_before, 0),
-    )
+    size = (connections[db].features.max_query_params or 65_000) - 10
+    for chunk in _chunks(run_ids, size):
+        TaskRun.objects.using(db).filter(pk__in=chunk, state=RunState.PENDING).update(
+            state=RunState.QUEUED,
+            queued_at=now,
+            publish_count=F("publish_count") + 1,
+            requeue_at=requeue_at(now, not_before, 0),
+        )
 
 
 def mark_requeued(run_id: Any) -> None:

@@ -102,7 +102,7 @@ def publish_new(
         return  # stays PENDING; the relay publishes it when due
     if publish(task, run_id, options, not_before):
         try:
-            ledger.mark_queued(run_id, not_before)
+            ledger.mark_queued([run_id], not_before)
         except Exception:
             logger.exception("taskkit: run %s was published but could not be marked QUEUED", run_id)
 
@@ -134,7 +134,7 @@ def publish_runs(run_ids: list[Any]) -> int:
             continue
         if publish(task, run.pk, run.options, run.not_before):
             sent += 1
-            ledger.mark_queued(run.pk, run.not_before)
+            ledger.mark_queued([run.pk], run.not_before)
     return sent
 
 
@@ -199,20 +199,12 @@ def publish_new_many(
     not_before: datetime.datetime | None,
 ) -> None:
     """The on-commit callback of a bulk dispatch: publish, then PENDING → QUEUED in one UPDATE."""
+    if deferred_to_relay(not_before):
+        return  # they stay PENDING; the relay publishes them when due
     sent = publish_many(task, run_ids, options, not_before)
     if not sent:
         return
-    from django.db import connections
-
-    from .models import RunState, TaskRun
-
-    db = ledger.db_alias()
-    size = (connections[db].features.max_query_params or 65_000) - 10  # one UPDATE on PostgreSQL
     try:
-        now = timezone.now()
-        for start in range(0, len(sent), size):
-            TaskRun.objects.using(db).filter(
-                pk__in=sent[start : start + size], state=RunState.PENDING
-            ).update(state=RunState.QUEUED, queued_at=now)
+        ledger.mark_queued(sent, not_before)
     except Exception:
         logger.exception("taskkit: %d runs were published but not marked QUEUED", len(sent))
