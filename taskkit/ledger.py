@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import sql
 from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
 from .policy import RetryDecision
 
@@ -79,6 +80,50 @@ def claim(run: TaskRun, worker: str, lease_seconds: float) -> Claim | None:
     return Claim(run=run, attempt=run.attempts, worker=worker, started_at=now)
 
 
+def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) -> Claim | None:
+    """Claim a run knowing only its id, in one statement (``UPDATE … RETURNING``).
+
+    ``None`` when the run is unknown, belongs to another task, is not claimable or not due; the
+    caller then reads the row to find out which. Needs ``sql.can_return_from_update``.
+    """
+    db = db_alias()
+    now = timezone.now()
+
+    def c(name: str) -> str:
+        return sql.column(TaskRun, db, name)
+
+    def p(name: str, value: Any) -> Any:
+        return sql.prep(TaskRun, db, name, value)
+
+    statement = (
+        f"UPDATE {sql.table(TaskRun, db)} SET {c('state')} = %s, "
+        f"{c('attempts')} = {c('attempts')} + 1, "
+        f"{c('first_started_at')} = COALESCE({c('first_started_at')}, %s), "
+        f"{c('started_at')} = %s, {c('lease_until')} = %s, {c('claimed_by')} = %s "
+        f"WHERE {c('id')} = %s AND {c('task_name')} = %s AND {c('state')} IN (%s, %s, %s) "
+        f"AND ({c('not_before')} IS NULL OR {c('not_before')} <= %s) "
+        f"RETURNING {sql.returning_columns(TaskRun, db)}"
+    )
+    params = [
+        RunState.RUNNING,
+        p("first_started_at", now),
+        p("started_at", now),
+        p("lease_until", now + datetime.timedelta(seconds=lease_seconds)),
+        worker,
+        p("id", run_id),
+        task_name,
+        *sorted(CLAIMABLE_STATES),
+        p("not_before", now),
+    ]
+    with connections[db].cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    run = sql.instance_from_row(TaskRun, db, row)
+    return Claim(run=run, attempt=run.attempts, worker=worker, started_at=run.started_at)
+
+
 def _held(c: Claim) -> Any:
     return TaskRun.objects.using(db_alias()).filter(
         pk=c.run.pk, state=RunState.RUNNING, attempts=c.attempt, claimed_by=c.worker
@@ -110,9 +155,13 @@ def _attempt(
 def succeed(c: Claim, result: Any) -> bool:
     """Record the attempt's success; ``False`` if the claim was lost meanwhile.
 
-    Runs in the caller's transaction when there is one (atomic tasks), else in its own.
+    Runs in the caller's transaction when there is one (atomic tasks), else in its own. On
+    PostgreSQL the run's update and the attempt's insert are one statement.
     """
     now = timezone.now()
+    db = db_alias()
+    if sql.can_update_and_insert_in_one(db):
+        return _succeed_in_one_statement(c, result, now, db)
     with transaction.atomic(using=db_alias()):
         won = _held(c).update(
             state=RunState.SUCCEEDED,
@@ -127,6 +176,44 @@ def succeed(c: Claim, result: Any) -> bool:
         if won:
             _attempt(c, AttemptOutcome.SUCCEEDED, now).save(using=db_alias())
     return bool(won)
+
+
+def _succeed_in_one_statement(c: Claim, result: Any, now: datetime.datetime, db: str) -> bool:
+    def rc(name: str) -> str:
+        return sql.column(TaskRun, db, name)
+
+    def rp(name: str, value: Any) -> Any:
+        return sql.prep(TaskRun, db, name, value)
+
+    attempt = _attempt(c, AttemptOutcome.SUCCEEDED, now)
+    attempt_fields = [
+        f for f in TaskAttempt._meta.concrete_fields if not f.primary_key and f.name != "run"
+    ]
+    attempt_columns = ", ".join(sql.quote(db, f.column) for f in attempt_fields)
+    statement = (
+        f"WITH won AS (UPDATE {sql.table(TaskRun, db)} SET {rc('state')} = %s, "
+        f"{rc('result')} = %s, {rc('finished_at')} = %s, {rc('lease_until')} = NULL, "
+        f"{rc('not_before')} = NULL, {rc('error_type')} = '', {rc('error_message')} = '', "
+        f"{rc('error_traceback')} = '' "
+        f"WHERE {rc('id')} = %s AND {rc('state')} = %s AND {rc('attempts')} = %s "
+        f"AND {rc('claimed_by')} = %s RETURNING {rc('id')}) "
+        f"INSERT INTO {sql.table(TaskAttempt, db)} "
+        f"({sql.column(TaskAttempt, db, 'run')}, {attempt_columns}) "
+        f"SELECT won.{rc('id')}, {', '.join(['%s'] * len(attempt_fields))} FROM won RETURNING 1"
+    )
+    params = [
+        RunState.SUCCEEDED,
+        rp("result", result),
+        rp("finished_at", now),
+        rp("id", c.run.pk),
+        RunState.RUNNING,
+        c.attempt,
+        c.worker,
+        *(f.get_db_prep_save(getattr(attempt, f.attname), connections[db]) for f in attempt_fields),
+    ]
+    with connections[db].cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone() is not None
 
 
 def fail(
