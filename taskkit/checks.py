@@ -424,6 +424,31 @@ def acks_late_messages(conf: Mapping[str, Any]) -> list[checks.CheckMessage]:
     ]
 
 
+# -- taskkit.W009: no database connection reuse in workers -------------------------------------
+
+
+def check_db_reuse(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from django.db import connections
+
+    from .ledger import db_alias
+
+    return db_reuse_messages(celery_app().conf, connections[db_alias()].vendor)
+
+
+def db_reuse_messages(conf: Mapping[str, Any], vendor: str) -> list[checks.CheckMessage]:
+    if vendor == "sqlite" or conf.get("CELERY_DB_REUSE_MAX") or conf.get("db_reuse_max"):
+        return []
+    return [
+        checks.Warning(
+            "Celery workers open a new database connection for every task (the Django fixup "
+            "closes it after each one since Celery 5.6, whatever CONN_MAX_AGE says); every run "
+            "then pays a connection set-up on top of its ledger writes.",
+            hint="Set CELERY_DB_REUSE_MAX = 1000 (or another number of tasks per connection).",
+            id="taskkit.W009",
+        )
+    ]
+
+
 def register() -> None:
     """Register the checks (called by ``TaskkitConfig.ready()``)."""
     for check in (
@@ -435,6 +460,7 @@ def register() -> None:
         check_result_backend,
         check_publish_timeouts,
         check_acks_late,
+        check_db_reuse,
     ):
         checks.register(check, "taskkit")
     checks.register(check_redis_eviction, "taskkit", deploy=True)

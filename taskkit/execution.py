@@ -18,7 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore, Retry
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from . import ledger, publisher, signals, sql
@@ -59,6 +59,7 @@ def execute(task: ReliableTask, request: Any) -> Any:
             request.id,
         )
         raise Ignore() from None
+    _drop_broken_connections()
     worker, lease = worker_id(request), lease_seconds(task)
     claim = None
     if sql.can_return_from_update(ledger.db_alias()):
@@ -66,6 +67,15 @@ def execute(task: ReliableTask, request: Any) -> Any:
     if claim is None:
         claim = _claim_the_slow_way(task, request, run_id, worker, lease)
     return run_attempt(task, claim)
+
+
+def _drop_broken_connections() -> None:
+    """Close connections an earlier task left broken (the database restarted, a backend was
+    terminated). With CELERY_DB_REUSE_MAX, Celery keeps a worker's connection between tasks
+    without checking it; only a connection that saw an error is tested (one ``SELECT 1``)."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.errors_occurred:
+            connection.close_if_unusable_or_obsolete()
 
 
 def _claim_the_slow_way(

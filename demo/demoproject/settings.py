@@ -74,6 +74,7 @@ REDIS_URL = redis_url_from_env()
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
+CELERY_DB_REUSE_MAX = 1000  # workers keep their database connection between tasks
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -283,3 +283,16 @@ def test_check_deploy_does_not_hang_on_a_silent_broker(app_conf):
         started = time.monotonic()
         call_command("check", "--deploy", "--tag", "taskkit")
         assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(
+    ("settings", "vendor", "expected"),
+    [
+        ({}, "postgresql", ["taskkit.W009"]),
+        ({"CELERY_DB_REUSE_MAX": 1000}, "postgresql", []),
+        ({}, "sqlite", []),
+    ],
+)
+def test_no_connection_reuse_on_a_server_database_is_flagged(settings, vendor, expected):
+    """Without CELERY_DB_REUSE_MAX, a worker on PostgreSQL reconnects for every task."""
+    assert ids(checks.db_reuse_messages(conf(**settings), vendor)) == expected
