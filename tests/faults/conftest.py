@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import kombu.pools
 import pytest
 from django.db import connection
 from django.db.models import Count
@@ -138,6 +139,9 @@ def point_app_at(url: str) -> None:
     app = tasks.witness.app
     with contextlib.suppress(Exception):
         app.pool.force_close_all()
+    # kombu keeps producer and connection pools per broker URL in module globals; a closed one
+    # would be handed back when the app returns to a URL it used before.
+    kombu.pools.reset()
     app.conf.broker_url = url
     app.conf.broker_write_url = None
     app._pool = None
