@@ -18,7 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore, Retry
-from django.db import connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from . import ledger, publisher, signals, sql
@@ -60,13 +60,24 @@ def execute(task: ReliableTask, request: Any) -> Any:
         )
         raise Ignore() from None
     _drop_broken_connections()
+    try:
+        claim = _claim(task, request, run_id)
+    except (OperationalError, InterfaceError):
+        # A reused connection can die while the worker is idle (the database restarted, the
+        # backend was terminated) without Django noticing: reconnect once before giving up.
+        connections[ledger.db_alias()].close()
+        claim = _claim(task, request, run_id)
+    return run_attempt(task, claim)
+
+
+def _claim(task: ReliableTask, request: Any, run_id: uuid.UUID) -> ledger.Claim:
     worker, lease = worker_id(request), lease_seconds(task)
     claim = None
     if sql.can_return_from_update(ledger.db_alias()):
         claim = ledger.claim_by_id(run_id, task.name, worker, lease)  # the common case
     if claim is None:
         claim = _claim_the_slow_way(task, request, run_id, worker, lease)
-    return run_attempt(task, claim)
+    return claim
 
 
 def _drop_broken_connections() -> None:

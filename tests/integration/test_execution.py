@@ -176,3 +176,19 @@ def test_a_waiting_retry_holds_no_worker_slot(worker):
     quick = [tasks.record.delay(f"quick-{i}") for i in range(4)]
     for r in quick + waiting:
         assert finished(r.id).state == RunState.SUCCEEDED
+
+
+def test_a_worker_whose_idle_connection_was_killed_reconnects(worker):
+    """PostgreSQL: the worker's reused connection is terminated while it is idle; the next run
+    is claimed on a fresh connection, not acknowledged and left for the relay."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: the fault is a terminated backend")
+    assert finished(tasks.record.delay("warm-up").id).state == RunState.SUCCEEDED
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert finished(tasks.record.delay("after-kill").id, timeout=20).state == RunState.SUCCEEDED
