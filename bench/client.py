@@ -6,6 +6,7 @@ object of raw per-round numbers on its last line; ``bench.run`` turns them into 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import glob
 import json
@@ -276,9 +277,11 @@ def relay(n: int) -> float | str:
     now = timezone.now()
     TaskRun.objects.bulk_create(
         TaskRun(id=uuid.uuid4(), task_name=reliable_noop.name, queue=HOLD, args=[i], kwargs={},
-                state=RunState.PENDING, created_at=now)
+                options={"queue": HOLD}, state=RunState.PENDING, created_at=now)
         for i in range(n)
     )  # fmt: skip
+    # lost an hour ago (created_at is auto_now_add, so set it after the insert)
+    TaskRun.objects.update(created_at=now - datetime.timedelta(hours=1))
     started = time.perf_counter()
     call_command("taskkit_relay", once=True)
     elapsed = time.perf_counter() - started
