@@ -153,9 +153,18 @@ def run(
     if not url.endswith("/admin/") or "Site administration" not in body:
         raise SmokeFailure("could not log in to the admin with the printed credentials")
     say("admin login works")
-    with opener.open(f"{web}/admin/taskkit/taskrun/overview/", timeout=10) as response:
-        if "Runs by state" not in response.read().decode():
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:  # the Procfile's relay sweeps every few seconds and shows on the overview
+        with opener.open(f"{web}/admin/taskkit/taskrun/overview/", timeout=10) as response:
+            overview = response.read().decode()
+        if "Runs by state" not in overview:
             raise SmokeFailure("the admin overview page did not render")
+        if "no relay seen" not in overview:
+            break
+        if time.monotonic() > deadline:
+            raise SmokeFailure("the overview shows no relay heartbeat: is the relay running?")
+        time.sleep(0.5)
+    say("the relay's heartbeat shows on the admin overview")
     with opener.open(f"{web}/admin/taskkit/taskrun/{run_id}/change/", timeout=10) as response:
         if f'{flower}/task/{run_id}"' not in response.read().decode():
             raise SmokeFailure("the run's admin page does not link to Flower")
