@@ -61,11 +61,7 @@ def dispatch(
     kwargs: Mapping[str, Any],
     options: Mapping[str, Any],
 ) -> RunResult:
-    unsupported = sorted(k for k, v in options.items() if k not in SUPPORTED_OPTIONS and v)
-    if unsupported:
-        name = unsupported[0]
-        why = _WHY_NOT.get(name, f"supported options are {', '.join(sorted(SUPPORTED_OPTIONS))}.")
-        raise UnsupportedOption(f"{task.name}.apply_async({name}=…) is not supported: {why}")
+    _check_options(task, options, "apply_async")
 
     encoded_args, encoded_kwargs = encode_call(
         task.call_signature, task.name, tuple(args), dict(kwargs), settings.MAX_PAYLOAD_BYTES
@@ -76,9 +72,7 @@ def dispatch(
     if key is not None:
         _check_key(task.name, key)
     not_before = _not_before(options.get("countdown"), options.get("eta"))
-    publish_options = {k: options[k] for k in publisher.PUBLISH_OPTIONS if options.get(k)}
-    if "queue" not in publish_options and task.reliable_queue:
-        publish_options["queue"] = task.reliable_queue
+    publish_options = _publish_options(task, options)
     run_id = _run_id(options.get("task_id"))
 
     run = TaskRun(
@@ -115,6 +109,22 @@ def dispatch(
             using=db,
         )
     return RunResult(str(run_id), created=created, app=task.app, task_name=task.name)
+
+
+def _check_options(task: ReliableTask, options: Mapping[str, Any], method: str) -> None:
+    unsupported = sorted(k for k, v in options.items() if k not in SUPPORTED_OPTIONS and v)
+    if unsupported:
+        name = unsupported[0]
+        why = _WHY_NOT.get(name, f"supported options are {', '.join(sorted(SUPPORTED_OPTIONS))}.")
+        raise UnsupportedOption(f"{task.name}.{method}({name}=…) is not supported: {why}")
+
+
+def _publish_options(task: ReliableTask, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options every (re)publish of the run uses; the decorator's queue= by default."""
+    publish_options = {k: options[k] for k in publisher.PUBLISH_OPTIONS if options.get(k)}
+    if "queue" not in publish_options and task.reliable_queue:
+        publish_options["queue"] = task.reliable_queue
+    return publish_options
 
 
 def _check_key(task_name: str, key: Any) -> None:
@@ -177,15 +187,9 @@ def dispatch_many(
             f"{task.name}.delay_many({per_run[0]}=…) is not supported: "
             f"{_PER_RUN_OPTIONS[per_run[0]]}"
         )
-    unsupported = sorted(k for k, v in options.items() if k not in SUPPORTED_OPTIONS and v)
-    if unsupported:
-        name = unsupported[0]
-        why = _WHY_NOT.get(name, f"supported options are {', '.join(sorted(SUPPORTED_OPTIONS))}.")
-        raise UnsupportedOption(f"{task.name}.delay_many({name}=…) is not supported: {why}")
+    _check_options(task, options, "delay_many")
     not_before = _not_before(options.get("countdown"), options.get("eta"))
-    publish_options = {k: options[k] for k in publisher.PUBLISH_OPTIONS if options.get(k)}
-    if "queue" not in publish_options and task.reliable_queue:
-        publish_options["queue"] = task.reliable_queue
+    publish_options = _publish_options(task, options)
     queue = publish_options.get("queue") or task.app.conf.task_default_queue
     max_bytes = settings.MAX_PAYLOAD_BYTES
     request_id = current_request_id()

@@ -52,39 +52,7 @@ def publish(
     not_before: datetime.datetime | None = None,
 ) -> bool:
     """Publish one message for ``run_id``; ``True`` if the broker took it."""
-    _ensure_timeouts(task.app)
-    publish_options = {k: v for k, v in options.items() if k in PUBLISH_OPTIONS and v is not None}
-    if not_before is not None:
-        countdown = (not_before - timezone.now()).total_seconds()
-        if countdown > 0:
-            publish_options["countdown"] = countdown
-    try:
-        celery.Task.apply_async(
-            task,
-            args=(),
-            kwargs={},
-            task_id=str(run_id),
-            headers={RUN_HEADER: "1"},
-            retry=True,
-            retry_policy={
-                "max_retries": settings.PUBLISH_MAX_RETRIES,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 0.5,
-            },
-            **publish_options,
-        )
-    except Exception as exc:
-        logger.warning(
-            "taskkit: could not publish run %s of %s (%s: %s); it stays in the ledger for the "
-            "relay to publish.",
-            run_id,
-            task.name,
-            type(exc).__name__,
-            exc,
-        )
-        return False
-    return True
+    return bool(publish_many(task, [run_id], options, not_before))
 
 
 def deferred_to_relay(not_before: datetime.datetime | None) -> bool:
@@ -182,7 +150,7 @@ def publish_many(
     except Exception as exc:
         logger.warning(
             "taskkit: could not publish %d of %d runs of %s (%s: %s); they stay in the ledger "
-            "for the relay to publish.",
+            "for the relay to publish.",  # e.g. "could not publish 1 of 1 runs"
             len(run_ids) - len(sent),
             len(run_ids),
             task.name,
