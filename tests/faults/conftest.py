@@ -222,11 +222,13 @@ def _make_cluster(
     try:
         yield cluster
     finally:
-        cluster.close()
-        broker.close()
         from django.conf import settings
 
-        point_app_at(settings.REDIS_URL)
+        point_app_at(settings.REDIS_URL)  # first: later tests must not inherit a dead broker
+        try:
+            cluster.close()
+        finally:
+            broker.close()
 
 
 @pytest.fixture

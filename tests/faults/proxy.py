@@ -38,9 +38,10 @@ class Proxy:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def _close_listener(self) -> None:
+        # Not Server.wait_closed(): since Python 3.12.1 it also waits for every connection the
+        # server accepted to close, and the proxy's connections are closed separately.
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
