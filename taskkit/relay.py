@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -212,15 +212,17 @@ def sweep(batch_size: int | None = None, name: str | None = None) -> SweepResult
 def _heartbeat(name: str, result: SweepResult) -> None:
     db = ledger.db_alias()
     now = timezone.now()
-    updated = (
-        RelayHeartbeat.objects.using(db)
-        .filter(name=name)
-        .update(last_sweep_at=now, last_counts=dict(result.counts), sweeps=F("sweeps") + 1)
-    )
-    if not updated:
-        RelayHeartbeat.objects.using(db).create(
-            name=name, started_at=now, last_sweep_at=now, sweeps=1, last_counts=dict(result.counts)
-        )
+    beats = RelayHeartbeat.objects.using(db).filter(name=name)
+    counts = dict(result.counts)
+    if beats.update(last_sweep_at=now, last_counts=counts, sweeps=F("sweeps") + 1):
+        return
+    try:
+        with transaction.atomic(using=db):
+            RelayHeartbeat.objects.using(db).create(
+                name=name, started_at=now, last_sweep_at=now, sweeps=1, last_counts=counts
+            )
+    except IntegrityError:  # another sweep of this relay (a thread) wrote the row first
+        beats.update(last_sweep_at=now, last_counts=counts, sweeps=F("sweeps") + 1)
 
 
 def run_forever(interval: float, batch_size: int, should_stop: Any) -> None:
