@@ -42,6 +42,15 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_RECENT_RUNS": 1000,
     # If set, the metrics view requires "Authorization: Bearer <token>".
     "METRICS_TOKEN": "",
+    # The metrics view answers anyone when True (behind a private network only).
+    "METRICS_PUBLIC": False,
+    # A run whose task is not registered in the relay's process for this long ends FAILED; until
+    # then the relay still publishes it by name, so a rolling deploy's old workers can run it.
+    "UNKNOWN_TASK_GRACE_SECONDS": 3600,
+    # Whether a worker adopts messages sent without taskkit (celery beat, send_task) as runs.
+    "ADOPT": True,
+    # Largest JSON form of a result stored in the ledger, in bytes; larger results are not stored.
+    "MAX_RESULT_BYTES": 1024 * 1024,
 }
 
 
@@ -111,6 +120,22 @@ class TaskkitSettings:
     @property
     def METRICS_TOKEN(self) -> str:
         return str(self._get("METRICS_TOKEN") or "")
+
+    @property
+    def METRICS_PUBLIC(self) -> bool:
+        return bool(self._get("METRICS_PUBLIC"))
+
+    @property
+    def UNKNOWN_TASK_GRACE_SECONDS(self) -> float:
+        return float(self._get("UNKNOWN_TASK_GRACE_SECONDS"))
+
+    @property
+    def ADOPT(self) -> bool:
+        return bool(self._get("ADOPT"))
+
+    @property
+    def MAX_RESULT_BYTES(self) -> int:
+        return int(self._get("MAX_RESULT_BYTES"))
 
 
 settings = TaskkitSettings()
