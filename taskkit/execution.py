@@ -335,7 +335,9 @@ def _after_failure(
         )
         raise Ignore()
     if state == RunState.RETRYING and decision is not None:
-        raise Retry(exc=outward, when=decision.delay)
+        if outward is not exc:  # the original must not appear as the Retry's context either
+            raise Retry(exc=outward, when=decision.delay) from None
+        raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
         raise Ignore()  # logged by taskkit.signal_handlers
     if outward is not exc:

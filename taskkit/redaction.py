@@ -101,9 +101,15 @@ def is_scrubbed(options: Any) -> bool:
 
 
 def for_display(args: Any, kwargs: Any, options: Any) -> tuple[Any, Any]:
-    """Stored arguments as the admin may show them: sensitive values of a live run masked."""
+    """Stored arguments as the admin may show them: sensitive values of a live run masked (a
+    scrubbed run's values are already ``REDACTED`` markers, shown as they are)."""
     spec = spec_of(options)
-    if spec is None or not isinstance(args, list) or not isinstance(kwargs, Mapping):
+    if (
+        spec is None
+        or is_scrubbed(options)
+        or not isinstance(args, list)
+        or not isinstance(kwargs, Mapping)
+    ):
         return args, kwargs
     return apply(args, kwargs, spec, MASKED)
 
@@ -208,19 +214,21 @@ def mask_exception(exc: BaseException, secrets: list[str]) -> BaseException:
         seen.add(id(current))
         chain.append(current)
         current = current.__cause__ or current.__context__
-    texts = [_safe_str(e) for e in chain]
-    if not any(contains_secret(text, secrets) for text in texts):
+    if not any(contains_secret(_safe_text(e, repr), secrets) for e in chain) and not any(
+        contains_secret(_safe_text(e, str), secrets) for e in chain
+    ):
         return exc
     kind = type(exc)
     original_type = f"{kind.__module__}.{kind.__qualname__}"
-    redacted = RedactedError(f"{original_type}: {mask_text(texts[0], secrets)}")
+    message = mask_text(_safe_text(exc, str), secrets)
+    redacted = RedactedError(f"{original_type}: {message}")
     redacted.original_type = original_type
     return redacted.with_traceback(exc.__traceback__)
 
 
-def _safe_str(exc: BaseException) -> str:
+def _safe_text(exc: BaseException, form: Any) -> str:
     try:
-        return f"{exc!s} {exc!r}"
+        return str(form(exc))
     except Exception:
         return ""
 

@@ -217,8 +217,8 @@ def cap_result(encoded: Any, max_bytes: int) -> tuple[Any, int | None]:
     """
     if encoded is None or isinstance(encoded, bool | int | float):
         return encoded, None  # a scalar fits any sensible limit; no need to measure it
-    if isinstance(encoded, str) and 6 * len(encoded) + 2 <= max_bytes:
-        return encoded, None  # even fully \u-escaped it fits
+    if isinstance(encoded, str) and 12 * len(encoded) + 2 <= max_bytes:
+        return encoded, None  # fits even if every character were an escaped surrogate pair
     size = len(json.dumps(encoded, separators=(",", ":")).encode())
     if size <= max_bytes:
         return encoded, None
