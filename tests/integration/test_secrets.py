@@ -276,3 +276,13 @@ def test_a_result_over_the_cap_succeeds_with_a_marker_and_a_warning(worker):
 def test_a_result_under_the_cap_is_stored_as_is(worker):
     result = tasks.big_result.delay(1000)
     assert finished(result.id).result == "x" * 1000
+
+
+def test_an_adopted_run_is_scrubbed_when_it_ends(worker):
+    """A message sent without taskkit (``send_task``) is adopted with its scrub spec; the message
+    itself carried the card (the sender's doing), but the ledger keeps none of it once ended."""
+    sent = app.send_task(tasks.charges_card.name, args=["o-10", CARD])
+    run = finished(sent.id)
+    assert run.state == RunState.SUCCEEDED
+    assert Effect.objects.get(run_id=sent.id).payload["digest"] == tasks.card_digest(CARD)
+    assert run.args == ["o-10", REDACTED]
