@@ -191,10 +191,11 @@ class TaskRunAdmin(admin.ModelAdmin):
     @admin.display(description="arguments")
     def arguments(self, obj: TaskRun) -> SafeString:
         link = admin_display.admin_linker(self.admin_site)
+        args, kwargs = admin_display.masked_arguments(obj.args, obj.kwargs, obj.options)
         return format_html(
             "<div>args</div>{}<div>kwargs</div>{}",
-            admin_display.render_pre(obj.args, link),
-            admin_display.render_pre(obj.kwargs, link),
+            admin_display.render_pre(args, link),
+            admin_display.render_pre(kwargs, link),
         )
 
     @admin.display(description="result")

@@ -57,8 +57,38 @@ def admin_linker(admin_site: Any) -> Linker:
     return link
 
 
+#: How markers that stand in for hidden values are shown.
+HIDDEN_TAGS = {
+    "redacted": "redacted",  # scrubbed from the ledger when the run ended
+    "sensitive": "sensitive",  # a sensitive argument of a run that has not ended
+}
+
+
+def masked_arguments(args: Any, kwargs: Any, options: Any) -> tuple[Any, Any]:
+    """The stored arguments with a live run's sensitive values masked; apply before rendering."""
+    from .redaction import for_display
+
+    return for_display(args, kwargs, options)
+
+
+def _hidden_or_omitted(tag: Any, value: dict[str, Any]) -> SafeString | None:
+    if tag in HIDDEN_TAGS:
+        return format_html('<em class="taskkit-hidden">{}</em>', HIDDEN_TAGS[tag])
+    if tag == "omitted":
+        return format_html(
+            '<em class="taskkit-omitted">omitted: {} bytes as JSON, over '
+            "TASKKIT_MAX_RESULT_BYTES ({})</em>",
+            value.get("bytes"),
+            value.get("limit"),
+        )
+    return None
+
+
 def _tagged(value: dict[str, Any], link: Linker) -> SafeString:
     tag = value[TAG]
+    hidden = _hidden_or_omitted(tag, value)
+    if hidden is not None:
+        return hidden
     if tag == "model":
         pk = value.get("pk")
         if isinstance(pk, dict) and TAG in pk:  # a UUID or other tagged primary key

@@ -81,6 +81,15 @@ def _apply(
 
 
 def apply_retry(model_admin: Any, request: HttpRequest, queryset: QuerySet[Any], scope: str) -> int:
+    refused = ledger.count_scrubbed(queryset)
+    if refused:
+        model_admin.message_user(
+            request,
+            f"{refused} run(s) ({scope}) were not retried: their sensitive arguments were "
+            "scrubbed from the ledger when they ended, so they cannot run again. Dispatch the "
+            "task anew with its arguments.",
+            messages.WARNING,
+        )
     return _apply(
         model_admin,
         request,

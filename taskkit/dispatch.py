@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import ledger, publisher, signals
+from . import ledger, publisher, redaction, signals
 from .conf import settings
 from .context import current_request_id
 from .exceptions import InvalidIdempotencyKey, UnsupportedOption
@@ -74,6 +74,7 @@ def dispatch(
     not_before = _not_before(options.get("countdown"), options.get("eta"))
     publish_options = _publish_options(task, options)
     run_id = _run_id(options.get("task_id"))
+    run_options = run_options_for(task, publish_options, encoded_args, encoded_kwargs, key)
 
     run = TaskRun(
         id=run_id,
@@ -81,7 +82,7 @@ def dispatch(
         queue=publish_options.get("queue") or task.app.conf.task_default_queue,
         args=encoded_args,
         kwargs=encoded_kwargs,
-        options=publish_options,
+        options=run_options,
         idempotency_key=key,
         state=RunState.PENDING,
         not_before=not_before,
@@ -109,6 +110,34 @@ def dispatch(
             using=db,
         )
     return RunResult(str(run_id), created=created, app=task.app, task_name=task.name)
+
+
+def run_options_for(
+    task: ReliableTask,
+    publish_options: dict[str, Any],
+    encoded_args: list[Any],
+    encoded_kwargs: dict[str, Any],
+    key: str | None = None,
+) -> dict[str, Any]:
+    """The run's stored options: the publish options, plus where its sensitive values are.
+
+    The scrub spec (``redaction.SPEC``) is decided here, from the call as bound to the signature,
+    and stored on the row, so whoever ends the run can scrub it without knowing the task. A key
+    holding a sensitive value is refused (keys are stored in clear). Tasks without ``sensitive=``
+    get ``publish_options`` itself, at no cost.
+    """
+    if not task.sensitive:
+        return publish_options
+    spec = redaction.spec_for(
+        task.call_signature, task.sensitive, len(encoded_args), encoded_kwargs
+    )
+    if spec is None:
+        return publish_options
+    if key is not None:
+        redaction.check_key(
+            task.name, key, redaction.secret_texts(encoded_args, encoded_kwargs, spec)
+        )
+    return {**publish_options, redaction.SPEC: spec}
 
 
 def _check_options(task: ReliableTask, options: Mapping[str, Any], method: str) -> None:
@@ -205,6 +234,7 @@ def dispatch_many(
             key = task.idempotency_key_fn(*args, **kwargs) if task.idempotency_key_fn else None
             if key is not None:
                 _check_key(task.name, key)
+            run_options = run_options_for(task, publish_options, encoded_args, encoded_kwargs, key)
         except Exception as exc:
             raise _at_index(exc, task.name, index) from exc
         runs.append(
@@ -214,7 +244,7 @@ def dispatch_many(
                 queue=queue,
                 args=encoded_args,
                 kwargs=encoded_kwargs,
-                options=publish_options,
+                options=run_options,
                 idempotency_key=key,
                 state=RunState.PENDING,
                 not_before=not_before,

@@ -55,3 +55,13 @@ class ResultNotSerializable(TaskkitError, TypeError):
 
 class LeaseLost(TaskkitError):
     """The attempt lost its claim on the run before it could record its outcome."""
+
+
+class RedactedError(TaskkitError):
+    """Stands in for an exception whose text held a sensitive argument's value.
+
+    Its message is the original's with the value masked; ``original_type`` is the original's class
+    path. Sent to signals, logs and Celery (result backend, events) instead of the original.
+    """
+
+    original_type: str = ""

@@ -21,13 +21,13 @@ from celery.exceptions import Ignore, Retry
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import ledger, publisher, signals, sql
+from . import ledger, publisher, redaction, signals, sql
 from .conf import settings
 from .context import RunContext, _current, reset_request_id, set_request_id
 from .exceptions import LeaseLost, MissingObject, ResultNotSerializable
 from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
 from .policy import RetryDecision
-from .serialization import decode_call, encode_result
+from .serialization import cap_result, decode_call, encode_result
 
 if TYPE_CHECKING:
     from .task import ReliableTask
@@ -163,6 +163,7 @@ def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
         queue=delivery.get("routing_key") or task.app.conf.task_default_queue,
         args=list(request.args or ()),
         kwargs=dict(request.kwargs or {}),
+        options=_adopted_options(task, request),
         state=RunState.QUEUED,
         created_at=timezone.now(),
         queued_at=timezone.now(),
@@ -171,6 +172,14 @@ def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
     TaskRun.objects.using(db).bulk_create([run], ignore_conflicts=True)
     logger.info("taskkit: adopted run %s of %s, sent without taskkit.", run_id, task.name)
     return TaskRun.objects.using(db).get(pk=run_id)
+
+
+def _adopted_options(task: ReliableTask, request: Any) -> dict[str, Any]:
+    """An adopted run's sensitive values are scrubbed when it ends, as a dispatched run's are."""
+    spec = redaction.spec_for(
+        task.call_signature, task.sensitive, len(request.args or ()), request.kwargs or {}
+    )
+    return {redaction.SPEC: spec} if spec else {}
 
 
 def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
@@ -220,7 +229,19 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
 
 def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict[str, Any]) -> Any:
     value = task.run(*args, **kwargs)
-    result = encode_result(value, task.name)
+    result, omitted_bytes = cap_result(encode_result(value, task.name), settings.MAX_RESULT_BYTES)
+    if omitted_bytes is not None:
+        # The work is done: the run succeeds (a retry would repeat its effects); only the stored
+        # (and returned) result is replaced by a marker.
+        logger.warning(
+            "taskkit: the result of run %s of %s is %d bytes as JSON, over "
+            "TASKKIT_MAX_RESULT_BYTES (%d); it was not stored (the run succeeded). Store large "
+            "results yourself and return a reference.",
+            claim.run.pk,
+            task.name,
+            omitted_bytes,
+            settings.MAX_RESULT_BYTES,
+        )
     if not ledger.succeed(claim, result):
         raise LeaseLost()
     duration = (timezone.now() - claim.started_at).total_seconds()
@@ -266,7 +287,10 @@ def record_failure(
             seconds_since_start=(timezone.now() - started).total_seconds(),
             force_retry=force_retry,
         )
-    state = ledger.fail(claim, ledger.ErrorInfo.from_exception(exc), decision, outcome, final_state)
+    secrets = _secrets(run)
+    error = redaction.mask_error(ledger.ErrorInfo.from_exception(exc), secrets)
+    state = ledger.fail(claim, error, decision, outcome, final_state)
+    exc = redaction.mask_exception(exc, secrets)  # signals and logs never see a sensitive value
     common = {"run_id": run.pk, "attempt": claim.attempt}
     if state == RunState.RETRYING and decision is not None:
         schedule_retry(task, run, decision.delay)
@@ -301,19 +325,32 @@ def _after_failure(
         if missing and task.on_missing == "discard"
         else RunState.FAILED,
     )
+    outward = redaction.mask_exception(exc, _secrets(run))  # what Celery and logs may see
     if state is None:
         logger.error(
             "taskkit: attempt %d of run %s failed after losing its claim: %r",
             claim.attempt,
             run.pk,
-            exc,
+            outward,
         )
         raise Ignore()
     if state == RunState.RETRYING and decision is not None:
+        if outward is not exc:  # the original must not appear as the Retry's context either
+            raise Retry(exc=outward, when=decision.delay) from None
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
         raise Ignore()  # logged by taskkit.signal_handlers
+    if outward is not exc:
+        raise outward from None
     raise exc
+
+
+def _secrets(run: TaskRun) -> list[str]:
+    """The text forms of the run's sensitive values (none for most runs: one dict lookup)."""
+    spec = redaction.spec_of(run.options)
+    if spec is None:
+        return []
+    return redaction.secret_texts(run.args, run.kwargs, spec)
 
 
 def schedule_retry(task: ReliableTask, run: TaskRun, delay: float) -> None:

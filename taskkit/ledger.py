@@ -18,8 +18,15 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import sql
-from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
+from . import redaction, sql
+from .models import (
+    CLAIMABLE_STATES,
+    TERMINAL_STATES,
+    AttemptOutcome,
+    RunState,
+    TaskAttempt,
+    TaskRun,
+)
 from .policy import RetryDecision
 
 
@@ -160,7 +167,8 @@ def succeed(c: Claim, result: Any) -> bool:
     """
     now = timezone.now()
     db = db_alias()
-    if sql.can_update_and_insert_in_one(db):
+    scrub = _scrub(c.run)  # {} unless the run has sensitive arguments
+    if not scrub and sql.can_update_and_insert_in_one(db):
         return _succeed_in_one_statement(c, result, now, db)
     with transaction.atomic(using=db_alias()):
         won = _held(c).update(
@@ -172,6 +180,7 @@ def succeed(c: Claim, result: Any) -> bool:
             error_type="",
             error_message="",
             error_traceback="",
+            **scrub,
         )
         if won:
             _attempt(c, AttemptOutcome.SUCCEEDED, now).save(using=db_alias())
@@ -235,7 +244,7 @@ def fail(
             "queued_at": None,  # no message for the next attempt yet (see taskkit.relay)
         }
     else:
-        changes = {"state": final_state, "finished_at": now, "not_before": None}
+        changes = {"state": final_state, "finished_at": now, "not_before": None, **_scrub(c.run)}
     with transaction.atomic(using=db_alias()):
         won = _held(c).update(
             lease_until=None,
@@ -249,6 +258,39 @@ def fail(
                 using=db_alias()
             )
     return changes["state"] if won else None
+
+
+def _scrub(run: TaskRun) -> dict[str, Any]:
+    """Fields that scrub ``run``'s sensitive arguments, written by the UPDATE that ends it."""
+    return redaction.scrubbed_fields(run.args, run.kwargs, run.options)
+
+
+def scrub_sensitive(run_ids: list[Any]) -> int:
+    """Scrub the sensitive arguments of those of ``run_ids`` that have ended; returns how many.
+
+    For transitions that end runs without holding their rows (an operator discard, a run failed
+    for an unregistered task): call it after, or in the same transaction as, the transition.
+    Worker transitions (``succeed``, ``fail``) scrub in their own UPDATE and need not call it.
+    Idempotent; runs without sensitive arguments cost nothing but the one SELECT per 1,000 ids.
+    """
+    db = db_alias()
+    scrubbed = 0
+    for chunk in _chunks(list(run_ids)):
+        runs = (
+            TaskRun.objects.using(db)
+            .filter(pk__in=chunk, state__in=TERMINAL_STATES, options__has_key=redaction.SPEC)
+            .exclude(options__has_key=redaction.SCRUBBED)
+            .only("id", "args", "kwargs", "options")
+        )
+        for run in runs:
+            fields = _scrub(run)
+            if fields:
+                scrubbed += (
+                    TaskRun.objects.using(db)
+                    .filter(pk=run.pk, state__in=TERMINAL_STATES)
+                    .update(**fields)
+                )
+    return scrubbed
 
 
 def holder_claim(run_id: Any, worker: str) -> Claim | None:
@@ -314,14 +356,24 @@ def retry_runs(queryset: Any) -> list[Any]:
 
     Runs in the caller's transaction; the runs are published when it commits (and, should that
     publish fail, by the relay, as any PENDING run). Returns the ids of the runs retried.
+    Runs whose sensitive arguments were scrubbed when they ended cannot run again and are left as
+    they are (``count_scrubbed`` says how many of a queryset).
     """
     from . import publisher
 
     db = db_alias()
-    ids = list(queryset.filter(state__in=RETRYABLE_BY_OPERATOR).values_list("pk", flat=True))
+    ids = list(
+        queryset.filter(state__in=RETRYABLE_BY_OPERATOR)
+        .exclude(options__has_key=redaction.SCRUBBED)
+        .values_list("pk", flat=True)
+    )
     retried: list[Any] = []
     for chunk in _chunks(ids):
-        matching = TaskRun.objects.using(db).filter(pk__in=chunk, state__in=RETRYABLE_BY_OPERATOR)
+        matching = (
+            TaskRun.objects.using(db)
+            .filter(pk__in=chunk, state__in=RETRYABLE_BY_OPERATOR)
+            .exclude(options__has_key=redaction.SCRUBBED)
+        )
         retried += list(matching.values_list("pk", flat=True))
         matching.update(
             state=RunState.PENDING,
@@ -336,6 +388,15 @@ def retry_runs(queryset: Any) -> list[Any]:
     if retried:
         transaction.on_commit(lambda: publisher.publish_runs(retried), using=db)
     return retried
+
+
+def count_scrubbed(queryset: Any) -> int:
+    """How many runs of ``queryset`` an operator retry refuses: ended, sensitive values scrubbed."""
+    return int(
+        queryset.filter(
+            state__in=RETRYABLE_BY_OPERATOR, options__has_key=redaction.SCRUBBED
+        ).count()
+    )
 
 
 def discard_runs(queryset: Any, reason: str) -> list[Any]:
@@ -357,6 +418,7 @@ def discard_runs(queryset: Any, reason: str) -> list[Any]:
             not_before=None,
             lease_until=None,
         )
+        scrub_sensitive(chunk)
         for pk, task_name, attempts in rows:
             discarded.append(pk)
             signals.send(

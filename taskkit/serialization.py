@@ -138,6 +138,13 @@ def _decode_instance(ref: Mapping[str, Any]) -> models.Model:
         raise MissingObject(f"{ref['model']} with pk={pk!r} no longer exists.") from None
 
 
+def _refuse_redacted(value: Mapping[str, Any]) -> Any:
+    raise ValueError(
+        "a sensitive argument of this run was scrubbed when the run ended; it cannot run again "
+        "(dispatch the task anew with its arguments)."
+    )
+
+
 _DECODERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "decimal": lambda v: decimal.Decimal(v["value"]),
     "uuid": lambda v: uuid.UUID(v["value"]),
@@ -148,6 +155,7 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
         days=v["days"], seconds=v["seconds"], microseconds=v["microseconds"]
     ),
     "model": _decode_instance,
+    "redacted": _refuse_redacted,
 }
 
 
@@ -199,6 +207,22 @@ def payload_size(args: Any, kwargs: Any) -> int:
 
 def decode_call(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     return decode(args), decode(kwargs)
+
+
+def cap_result(encoded: Any, max_bytes: int) -> tuple[Any, int | None]:
+    """``(encoded, None)`` if its JSON form fits ``max_bytes``, else ``(marker, its size)``.
+
+    The marker ``{"__taskkit__": "omitted", "bytes": size, "limit": max_bytes}`` is what is
+    stored (and handed to Celery) instead of a result over ``TASKKIT_MAX_RESULT_BYTES``.
+    """
+    if encoded is None or isinstance(encoded, bool | int | float):
+        return encoded, None  # a scalar fits any sensible limit; no need to measure it
+    if isinstance(encoded, str) and 12 * len(encoded) + 2 <= max_bytes:
+        return encoded, None  # fits even if every character were an escaped surrogate pair
+    size = len(json.dumps(encoded, separators=(",", ":")).encode())
+    if size <= max_bytes:
+        return encoded, None
+    return {TAG: "omitted", "bytes": size, "limit": max_bytes}, size
 
 
 def encode_result(value: Any, task_name: str) -> Any:

@@ -61,7 +61,16 @@ REPLACED_OPTIONS = {
     "expires": "a committed run always reaches a terminal state",
 }
 
-_TASKKIT_OPTIONS = ("stop", "wait", "retry", "idempotency_key", "on_missing", "atomic", "queue")
+_TASKKIT_OPTIONS = (
+    "stop",
+    "wait",
+    "retry",
+    "idempotency_key",
+    "on_missing",
+    "atomic",
+    "queue",
+    "sensitive",
+)
 
 
 class ReliableTask(celery.Task):
@@ -79,6 +88,7 @@ class ReliableTask(celery.Task):
     atomic: bool = False
     call_signature: inspect.Signature | None = None
     reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
+    sensitive: tuple[str, ...] = ()  # parameters kept out of the admin, logs, and the ended run
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -142,6 +152,7 @@ def reliable_task(
     on_missing: str = "fail",
     atomic: bool = False,
     queue: str | None = None,
+    sensitive: Iterable[str] | str = (),
     **celery_options: Any,
 ) -> Callable[[Callable[P, R]], ReliableTask]: ...
 
@@ -157,6 +168,7 @@ def reliable_task(
     on_missing: str = "fail",
     atomic: bool = False,
     queue: str | None = None,
+    sensitive: Iterable[str] | str = (),
     **celery_options: Any,
 ) -> Any:
     """Declare a reliable task. See the README for the options and the guarantees."""
@@ -185,6 +197,7 @@ def reliable_task(
             signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):
             signature = None
+        sensitive_names = _check_sensitive(func, signature, sensitive)
         task = celery.shared_task(
             base=ReliableTask,
             policy=policy,
@@ -193,6 +206,7 @@ def reliable_task(
             atomic=atomic,
             call_signature=signature,
             reliable_queue=queue,
+            sensitive=sensitive_names,
             **celery_options,
         )(func)
         return task
@@ -216,6 +230,38 @@ def _check_celery_options(options: Mapping[str, Any]) -> None:
             f"taskkit options: {', '.join(_TASKKIT_OPTIONS)}; Celery options passed through: "
             f"{', '.join(sorted(CELERY_OPTIONS))}."
         )
+
+
+def _check_sensitive(
+    func: Callable[..., Any], signature: inspect.Signature | None, sensitive: Any
+) -> tuple[str, ...]:
+    """``sensitive=``: a name or names of the function's parameters (a str is one name)."""
+    names = (sensitive,) if isinstance(sensitive, str) else sensitive
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = (names,)
+    name_of = getattr(func, "__qualname__", repr(func))
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(
+                f"sensitive={sensitive!r}: pass parameter names as str, e.g. sensitive=('card',)."
+            )
+    if names and signature is None:
+        raise ConfigurationError(
+            f"sensitive={sensitive!r}: the signature of {name_of} cannot be read, so taskkit "
+            "cannot tell where its sensitive arguments are; decorate a plain Python function."
+        )
+    if signature is not None:
+        params = signature.parameters
+        for name in names:
+            if name not in params:
+                raise ConfigurationError(
+                    f"sensitive: {name!r} is not a parameter of {name_of}"
+                    f"{_did_you_mean(name, params)}; its parameters are "
+                    f"{', '.join(params) or 'none'}."
+                )
+    return tuple(dict.fromkeys(names))
 
 
 def _did_you_mean(name: str, choices: Any) -> str:

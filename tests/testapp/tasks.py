@@ -186,3 +186,36 @@ def witness_retry_4s(n):
 def witness_retry_8s(n):
     """The fault suite's retrying witness: attempt 1 fails, the retry waits 8 s."""
     return _witness_failing_first(n)
+
+
+# -- secrets (sensitive=) and the result cap ------------------------------------------------------
+
+
+def card_digest(card):
+    """What the secret tasks record of a card: proof the exact value arrived, without storing it."""
+    import hashlib
+
+    return hashlib.sha256(str(card).encode()).hexdigest()
+
+
+@reliable_task(sensitive=("card",), stop=stop_after_attempt(2), **FAST)
+def charges_card(order_ref, card, fail=""):
+    """``card`` is sensitive. fail="echo": every attempt raises with the card in its message;
+    fail="once": attempt 1 does, attempt 2 succeeds."""
+    _effect("charge", order_ref=order_ref, digest=card_digest(card))
+    if fail == "echo" or (fail == "once" and current_run().attempt == 1):
+        raise ValueError(f"card {card} declined for {order_ref}")
+    return {"order": order_ref}
+
+
+@reliable_task(queue="inspect", sensitive=("card", "extra"), stop=stop_after_attempt(1))
+def parked_card(order_ref, card=None, **extra):
+    """A sensitive task on a queue no worker consumes (operator actions, relay recovery)."""
+    return order_ref
+
+
+@reliable_task
+def big_result(size):
+    """Returns a string of ``size`` characters (over TASKKIT_MAX_RESULT_BYTES when large)."""
+    _effect("big", size=size)
+    return "x" * size
