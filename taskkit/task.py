@@ -61,7 +61,16 @@ REPLACED_OPTIONS = {
     "expires": "a committed run always reaches a terminal state",
 }
 
-_TASKKIT_OPTIONS = ("stop", "wait", "retry", "idempotency_key", "on_missing", "atomic", "queue")
+_TASKKIT_OPTIONS = (
+    "stop",
+    "wait",
+    "retry",
+    "idempotency_key",
+    "on_missing",
+    "atomic",
+    "queue",
+    "adopt",
+)
 
 
 class ReliableTask(celery.Task):
@@ -79,6 +88,7 @@ class ReliableTask(celery.Task):
     atomic: bool = False
     call_signature: inspect.Signature | None = None
     reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
+    adopt: bool = True  # run messages sent without taskkit (see taskkit.execution._adopt)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -142,6 +152,7 @@ def reliable_task(
     on_missing: str = "fail",
     atomic: bool = False,
     queue: str | None = None,
+    adopt: bool = True,
     **celery_options: Any,
 ) -> Callable[[Callable[P, R]], ReliableTask]: ...
 
@@ -157,6 +168,7 @@ def reliable_task(
     on_missing: str = "fail",
     atomic: bool = False,
     queue: str | None = None,
+    adopt: bool = True,
     **celery_options: Any,
 ) -> Any:
     """Declare a reliable task. See the README for the options and the guarantees."""
@@ -170,6 +182,11 @@ def reliable_task(
         raise ConfigurationError(f"queue={queue!r}: pass the name of a queue as a non-empty str.")
     if not isinstance(atomic, bool):
         raise ConfigurationError(f"atomic={atomic!r}: pass True or False.")
+    if not isinstance(adopt, bool):
+        raise ConfigurationError(
+            f"adopt={adopt!r}: pass True (run messages sent without taskkit, e.g. by celery "
+            "beat, after .delay()'s checks) or False (record them as FAILED runs, never run)."
+        )
     if idempotency_key is not None and not callable(idempotency_key):
         raise ConfigurationError(
             f"idempotency_key={idempotency_key!r} must be a function of the task's arguments "
@@ -193,6 +210,7 @@ def reliable_task(
             atomic=atomic,
             call_signature=signature,
             reliable_queue=queue,
+            adopt=adopt,
             **celery_options,
         )(func)
         return task
