@@ -397,7 +397,21 @@ def _after_failure(
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
         raise Ignore()  # logged by taskkit.signal_handlers
+    if not _writable(exc):
+        # Celery stores and logs what the task raised; text with a lone surrogate or a NUL (or a
+        # failing __str__) would make that fail after the ledger has recorded the failure.
+        error = ledger.ErrorInfo.from_exception(exc)
+        raise RuntimeError(f"{error.type}: {error.message}") from None
     raise exc
+
+
+def _writable(exc: BaseException) -> bool:
+    try:
+        text = str(exc)
+        text.encode("utf-8")
+    except Exception:
+        return False
+    return "\x00" not in text
 
 
 def schedule_retry(task: ReliableTask, run: TaskRun, delay: float) -> None:

@@ -86,8 +86,13 @@ def _text_of(exc: BaseException) -> str:
 
 
 def _traceback_of(exc: BaseException) -> str:
+    """The traceback, each part (a frame, the exception's line) cut to a message's length, so
+    that a huge message does not push the frames out of the recorded tail."""
     try:
-        return "".join(tb.format_exception(exc))
+        return "".join(
+            part if len(part) <= MAX_ERROR_MESSAGE else f"{part[:MAX_ERROR_MESSAGE]} (cut) …\n"
+            for part in tb.format_exception(exc)
+        )
     except Exception as inner:
         return f"<the traceback could not be formatted: {_safe_name(inner)}>"
 

@@ -329,9 +329,9 @@ def decode_call(
             raise UndecodableCall(
                 f"the stored call of {task_name}() no longer fits its signature "
                 f"{task_name}{_plain(signature)}: {exc} (the run holds {len(args)} positional "
-                f"argument(s) and the keyword(s) {sorted(kwargs) or 'none'}). The signature changed "
-                "after the run was dispatched (a deploy?): give new parameters a default, or "
-                "keep accepting the old call until queued runs have drained."
+                f"argument(s) and the keyword(s) {sorted(kwargs) or 'none'}). The signature "
+                "changed after the run was dispatched (a deploy?): give new parameters a "
+                "default, or keep accepting the old call until queued runs have drained."
             ) from None
     names = argument_names(signature, len(args))
     decoded_args = [

@@ -142,3 +142,5 @@ LOGGING = {
         "celery.app.trace": {"handlers": ["json_file"], "level": "INFO"},
     },
 }
+if os.environ.get("TASKKIT_TEST_ADOPT"):  # "0": a worker that refuses messages sent without taskkit
+    TASKKIT_ADOPT = os.environ["TASKKIT_TEST_ADOPT"] == "1"
