@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "taskkit",
     "tests.testapp",
 ]
+if os.environ.get("TASKKIT_TEST_DECODE_RELEASE", "old") == "old":  # see tests/deployapp
+    INSTALLED_APPS.append("tests.deployapp")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
