@@ -4,6 +4,11 @@ Everything stored comes from task callers or task code, so every value goes thro
 ``format_html`` / ``format_html_join``, which escape it; nothing here calls ``mark_safe``.
 Model references in arguments (``{"__taskkit__": "model", ...}``) become links to the referenced
 object's admin change page when the admin site registers that model.
+
+Stored values are rendered whatever they hold (rows written before dispatch checked them, by
+adoption, or by hand): text is made printable (lone surrogates and NUL escaped, so the page can
+be encoded), nesting is cut at ``MAX_DEPTH`` levels, and a malformed tagged value is shown as the
+plain JSON it is.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from .serialization import TAG
+from .serialization import MAX_DEPTH, TAG
 
 #: ``(model label, pk) -> URL or None``: where a model reference links to.
 Linker = Callable[[str, Any], str | None]
@@ -84,7 +89,24 @@ def _hidden_or_omitted(tag: Any, value: dict[str, Any]) -> SafeString | None:
     return None
 
 
-def _tagged(value: dict[str, Any], link: Linker) -> SafeString:
+def _printable(text: str) -> str:
+    """``text`` as an HTML page can carry it: lone surrogates and NUL shown as escapes."""
+    text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _scalar(value: Any) -> SafeString:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):  # not JSON, or an integer too long to print
+        text = f"<{type(value).__name__}>"
+    return format_html("{}", _printable(text))
+
+
+def _tagged(value: dict[str, Any], link: Linker) -> SafeString | None:
+    """A tagged value as text, or ``None`` if it is malformed (then shown as plain JSON)."""
     tag = value[TAG]
     hidden = _hidden_or_omitted(tag, value)
     if hidden is not None:
@@ -93,32 +115,55 @@ def _tagged(value: dict[str, Any], link: Linker) -> SafeString:
         pk = value.get("pk")
         if isinstance(pk, dict) and TAG in pk:  # a UUID or other tagged primary key
             pk = pk.get("value")
-        text = f"{value.get('model')} #{pk}"
-        url = link(str(value.get("model")), pk)
+        model = value.get("model")
+        if not isinstance(model, str) or isinstance(pk, dict | list):
+            return None
+        text = _printable(f"{model} #{pk}")
+        try:
+            url = link(model, pk)
+        except Exception:  # a label or pk no URL can hold
+            url = None
         if url:
             return format_html('<a class="taskkit-ref" href="{}">{}</a>', url, text)
         return format_html('<span class="taskkit-ref">{}</span>', text)
     if tag == "timedelta":
-        delta = datetime.timedelta(
-            days=value.get("days", 0),
-            seconds=value.get("seconds", 0),
-            microseconds=value.get("microseconds", 0),
-        )
+        try:
+            delta = datetime.timedelta(
+                days=value.get("days", 0),
+                seconds=value.get("seconds", 0),
+                microseconds=value.get("microseconds", 0),
+            )
+        except (TypeError, ValueError, OverflowError):
+            return None
         return format_html("timedelta({})", str(delta))
-    return format_html("{}({})", tag, json.dumps(value.get("value")))
+    inner = value.get("value")
+    if not isinstance(tag, str) or isinstance(inner, dict | list):
+        return None
+    return format_html("{}({})", _printable(tag), _scalar(inner))
 
 
 def render_value(value: Any, link: Linker, depth: int = 0) -> SafeString:
-    """Pretty-print a stored JSON value as indented, escaped HTML with model references linked."""
+    """Pretty-print a stored JSON value as indented, escaped HTML with model references linked.
+
+    Never raises on a JSON value: nesting deeper than ``MAX_DEPTH`` is cut with a note, text that
+    a page cannot carry is escaped, malformed tagged values are shown as plain JSON.
+    """
     pad = INDENT * (depth + 1)
     end = INDENT * depth
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return format_html(
+            '<span class="taskkit-cut">… (nested deeper than {} levels; not shown)</span>',
+            MAX_DEPTH,
+        )
     if isinstance(value, dict):
         if TAG in value:
-            return _tagged(value, link)
+            tagged = _tagged(value, link)
+            if tagged is not None:
+                return tagged
         if not value:
             return format_html("{}", "{}")
         items = [
-            format_html("{}{}: {}", pad, json.dumps(k), render_value(v, link, depth + 1))
+            format_html("{}{}: {}", pad, _scalar(str(k)), render_value(v, link, depth + 1))
             for k, v in value.items()
         ]
         return format_html("{{\n{}\n{}}}", _lines(items), end)
@@ -127,7 +172,7 @@ def render_value(value: Any, link: Linker, depth: int = 0) -> SafeString:
             return format_html("{}", "[]")
         items = [format_html("{}{}", pad, render_value(v, link, depth + 1)) for v in value]
         return format_html("[\n{}\n{}]", _lines(items), end)
-    return format_html("{}", json.dumps(value, ensure_ascii=False))
+    return _scalar(value)
 
 
 def render_pre(value: Any, link: Linker) -> SafeString:

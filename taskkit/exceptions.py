@@ -7,6 +7,8 @@
     ├── InvalidIdempotencyKey (ValueError)          a key that is not a short non-empty string
     ├── UnsupportedOption (TypeError)               an apply_async option taskkit cannot honour
     ├── MissingObject (LookupError)                 a referenced model row is gone at run time
+    ├── UndecodableCall (ValueError)                a run's stored call no longer decodes or binds
+    ├── AdoptionRefused (ValueError)                a message sent without taskkit was not adopted
     ├── ResultNotSerializable (TypeError)           a task returned something that is not JSON
     └── LeaseLost                                   the attempt lost its claim before finishing
 
@@ -47,6 +49,14 @@ class UnsupportedOption(TaskkitError, TypeError):
 
 class MissingObject(TaskkitError, LookupError):
     """A model instance referenced by the run's arguments no longer exists."""
+
+
+class UndecodableCall(TaskkitError, ValueError):
+    """The run's stored arguments cannot be decoded, or no longer fit the task's signature."""
+
+
+class AdoptionRefused(TaskkitError, ValueError):
+    """A message sent without taskkit was refused: it was recorded as a FAILED run, not run."""
 
 
 class ResultNotSerializable(TaskkitError, TypeError):

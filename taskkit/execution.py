@@ -6,6 +6,12 @@ message whose claim fails (a duplicate, or a stale redelivery) is acknowledged a
 log line. A failed attempt asks the task's ``RetryPolicy``: a retry is recorded as RETRYING with
 ``not_before`` and a delayed message is published, so the worker slot is free at once; giving up
 records FAILED. Atomic tasks run their body and the SUCCEEDED transition in one transaction.
+
+A run whose stored call can never run — a model removed by a deploy, an unknown tag, a bad value,
+arguments the function's current signature no longer accepts — records its attempt and ends
+FAILED at once (``UndecodableCall``), never retried. A message sent without taskkit (celery beat,
+``send_task``) is adopted as a run only after the checks ``.delay()`` makes; a refused one is
+recorded as a FAILED run with the reason (``AdoptionRefused``), never run and never dropped.
 """
 
 from __future__ import annotations
@@ -18,16 +24,22 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore, Retry
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from . import ledger, publisher, redaction, signals, sql
 from .conf import settings
 from .context import RunContext, _current, reset_request_id, set_request_id
-from .exceptions import LeaseLost, MissingObject, ResultNotSerializable
+from .exceptions import (
+    AdoptionRefused,
+    LeaseLost,
+    MissingObject,
+    ResultNotSerializable,
+    UndecodableCall,
+)
 from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
 from .policy import RetryDecision
-from .serialization import cap_result, decode_call, encode_result
+from .serialization import cap_result, decode_call, encode_call, encode_result
 
 if TYPE_CHECKING:
     from .task import ReliableTask
@@ -155,19 +167,29 @@ def _from_taskkit(request: Any) -> bool:
 
 
 def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
-    """Record a run for a message sent without taskkit (celery beat, ``send_task``)."""
+    """Record a run for a message sent without taskkit (celery beat, ``send_task``).
+
+    The message's arguments get the checks ``.delay()`` makes (signature, JSON safety, payload
+    cap); they are plain JSON, so taskkit's reserved tag is refused in them. A refused message,
+    or any message when adoption is off (``TASKKIT_ADOPT``, ``@reliable_task(adopt=False)``), is
+    recorded as a FAILED run with the reason and acknowledged (raises ``Ignore``).
+    """
     delivery = getattr(request, "delivery_info", None) or {}
+    now = timezone.now()
     run = TaskRun(
         id=run_id,
         task_name=task.name,
         queue=delivery.get("routing_key") or task.app.conf.task_default_queue,
-        args=list(request.args or ()),
-        kwargs=dict(request.kwargs or {}),
-        options=_adopted_options(task, request),
         state=RunState.QUEUED,
-        created_at=timezone.now(),
-        queued_at=timezone.now(),
+        created_at=now,
+        queued_at=now,
     )
+    try:
+        run.args, run.kwargs = _adoptable_call(task, request)
+        run.options = _adopted_options(task, request)
+    except AdoptionRefused as exc:
+        _record_refused_adoption(task, run, exc)
+        raise Ignore() from None
     db = ledger.db_alias()
     TaskRun.objects.using(db).bulk_create([run], ignore_conflicts=True)
     logger.info("taskkit: adopted run %s of %s, sent without taskkit.", run_id, task.name)
@@ -180,6 +202,65 @@ def _adopted_options(task: ReliableTask, request: Any) -> dict[str, Any]:
         task.call_signature, task.sensitive, len(request.args or ()), request.kwargs or {}
     )
     return {redaction.SPEC: spec} if spec else {}
+
+
+def _adoptable_call(task: ReliableTask, request: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The message's call, encoded as ``.delay()`` would; ``AdoptionRefused`` says why not."""
+    if not settings.ADOPT or not getattr(task, "adopt", True):
+        where = "TASKKIT_ADOPT = False" if not settings.ADOPT else "@reliable_task(adopt=False)"
+        raise AdoptionRefused(
+            f"a message for {task.name} was sent without taskkit (celery beat, send_task) and "
+            f"adoption is off ({where}); it was not run. Dispatch with {task.name}.delay() (or, "
+            "for celery beat, schedule a task that calls .delay()), or enable adoption "
+            "(TASKKIT_ADOPT = True and no adopt=False on the task)."
+        )
+    args, kwargs = getattr(request, "args", None), getattr(request, "kwargs", None)
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict | type(None)):
+        raise AdoptionRefused(
+            f"a message for {task.name} sent without taskkit has args of type "
+            f"{type(args).__name__} and kwargs of type {type(kwargs).__name__}; expected a list "
+            "and a dict. It was not run."
+        )
+    try:
+        return encode_call(
+            task.call_signature,
+            task.name,
+            tuple(args),
+            dict(kwargs or {}),
+            settings.MAX_PAYLOAD_BYTES,
+        )
+    except (TypeError, ValueError) as exc:  # UnsafeArgument, PayloadTooLarge, a bad call
+        raise AdoptionRefused(
+            f"a message for {task.name} sent without taskkit (celery beat, send_task) was "
+            f"refused by the checks .delay() makes, and not run: {exc} (Messages sent without "
+            "taskkit carry plain JSON; model references and other tagged values only travel "
+            "through .delay().)"
+        ) from None
+
+
+def _record_refused_adoption(task: ReliableTask, run: TaskRun, exc: AdoptionRefused) -> None:
+    """Record a FAILED run (no attempt, no arguments stored) saying why it was not adopted."""
+    error = ledger.ErrorInfo.from_exception(exc)
+    now = timezone.now()
+    run.state = RunState.FAILED
+    run.finished_at = now
+    run.args, run.kwargs = [], {}  # refused: they may be unsafe to store (that is the point)
+    run.error_type, run.error_message = error.type, error.message
+    run.error_traceback = ""
+    try:
+        with transaction.atomic(using=ledger.db_alias()):
+            run.save(using=ledger.db_alias(), force_insert=True)
+    except IntegrityError:
+        return  # a redelivery of the same message: already recorded
+    logger.error("taskkit: refused to adopt run %s of %s: %s", run.pk, task.name, error.message)
+    signals.send(
+        signals.run_failed,
+        task.name,
+        run_id=run.pk,
+        attempt=0,
+        exception=exc,
+        outcome=AttemptOutcome.FAILED,
+    )
 
 
 def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
@@ -203,9 +284,11 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
             worker=claim.worker,
         )
         try:
-            args, kwargs = decode_call(run.args, run.kwargs)
+            args, kwargs = decode_call(task.call_signature, task.name, run.args, run.kwargs)
         except MissingObject as exc:
             return _after_failure(task, claim, exc, missing=True)
+        except Exception as exc:  # UndecodableCall (gives up), or the database failed (may pass)
+            return _after_failure(task, claim, exc)
         try:
             if task.atomic:
                 with transaction.atomic(using=ledger.db_alias()):
@@ -320,7 +403,8 @@ def _after_failure(
         exc,
         AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED,
         force_retry=missing,
-        give_up=isinstance(exc, ResultNotSerializable) or (missing and task.on_missing != "retry"),
+        give_up=isinstance(exc, ResultNotSerializable | UndecodableCall)
+        or (missing and task.on_missing != "retry"),
         final_state=RunState.DISCARDED
         if missing and task.on_missing == "discard"
         else RunState.FAILED,
@@ -340,6 +424,11 @@ def _after_failure(
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
         raise Ignore()  # logged by taskkit.signal_handlers
+    if not _writable(outward):
+        # Celery stores and logs what the task raised; text with a lone surrogate or a NUL (or a
+        # failing __str__) would make that fail after the ledger has recorded the failure.
+        error = ledger.ErrorInfo.from_exception(outward)
+        raise RuntimeError(f"{error.type}: {error.message}") from None
     if outward is not exc:
         raise outward from None
     raise exc
@@ -351,6 +440,15 @@ def _secrets(run: TaskRun) -> list[str]:
     if spec is None:
         return []
     return redaction.secret_texts(run.args, run.kwargs, spec)
+
+
+def _writable(exc: BaseException) -> bool:
+    try:
+        text = str(exc)
+        text.encode("utf-8")
+    except Exception:
+        return False
+    return "\x00" not in text
 
 
 def schedule_retry(task: ReliableTask, run: TaskRun, delay: float) -> None:

@@ -34,6 +34,29 @@ def db_alias() -> str:
     return router.db_for_write(TaskRun) or "default"
 
 
+#: Caps of the recorded error, in characters: the type fits its column (max_length=255); a
+#: message keeps its start, a traceback its end (the innermost frames and the exception line).
+MAX_ERROR_TYPE = 255
+MAX_ERROR_MESSAGE = 10_000
+MAX_ERROR_TRACEBACK = 50_000
+
+
+def clean_text(text: str, limit: int, keep_end: bool = False) -> str:
+    """``text`` as every database and log can store it: lone surrogates escaped (``\\udc80``),
+    NUL characters escaped (``\\x00``; PostgreSQL refuses them), at most ``limit`` characters
+    (a cut says how many were left out)."""
+    room = limit * 2  # escaping can only lengthen; look at no more than this of a huge text
+    text = text[-room:] if keep_end else text[:room]
+    text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        return "… (cut) " + text[-(limit - 8) :]
+    return text[: limit - 8] + " (cut) …"
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     type: str
@@ -42,12 +65,50 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        kind = type(exc)
+        """What to record of ``exc``; never raises, whatever the exception holds.
+
+        Used by attempts, the worker's main process (lost children, hard time limits) and the
+        relay: surrogates and NUL escaped, lengths capped, a failing ``__str__`` replaced.
+        """
+        try:
+            kind = type(exc)
+            name = clean_text(f"{kind.__module__}.{kind.__qualname__}", MAX_ERROR_TYPE)
+        except Exception:
+            name = "<unknown exception type>"
         return cls(
-            type=f"{kind.__module__}.{kind.__qualname__}",
-            message=str(exc)[:10_000],
-            traceback="".join(tb.format_exception(exc))[-50_000:],
+            type=name,
+            message=clean_text(_text_of(exc), MAX_ERROR_MESSAGE),
+            traceback=clean_text(_traceback_of(exc), MAX_ERROR_TRACEBACK, keep_end=True),
         )
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+        if isinstance(text, str):
+            return text
+    except Exception as inner:
+        return f"<str() of the exception raised {_safe_name(inner)}>"
+    return "<str() of the exception returned no str>"
+
+
+def _traceback_of(exc: BaseException) -> str:
+    """The traceback, each part (a frame, the exception's line) cut to a message's length, so
+    that a huge message does not push the frames out of the recorded tail."""
+    try:
+        return "".join(
+            part if len(part) <= MAX_ERROR_MESSAGE else f"{part[:MAX_ERROR_MESSAGE]} (cut) …\n"
+            for part in tb.format_exception(exc)
+        )
+    except Exception as inner:
+        return f"<the traceback could not be formatted: {_safe_name(inner)}>"
+
+
+def _safe_name(exc: BaseException) -> str:
+    try:
+        return type(exc).__qualname__
+    except Exception:
+        return "an exception"
 
 
 @dataclass(frozen=True)

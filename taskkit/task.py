@@ -70,6 +70,7 @@ _TASKKIT_OPTIONS = (
     "atomic",
     "queue",
     "sensitive",
+    "adopt",
 )
 
 
@@ -89,6 +90,7 @@ class ReliableTask(celery.Task):
     call_signature: inspect.Signature | None = None
     reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
     sensitive: tuple[str, ...] = ()  # parameters kept out of the admin, logs, and the ended run
+    adopt: bool = True  # run messages sent without taskkit (see taskkit.execution._adopt)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
@@ -153,6 +155,7 @@ def reliable_task(
     atomic: bool = False,
     queue: str | None = None,
     sensitive: Iterable[str] | str = (),
+    adopt: bool = True,
     **celery_options: Any,
 ) -> Callable[[Callable[P, R]], ReliableTask]: ...
 
@@ -169,6 +172,7 @@ def reliable_task(
     atomic: bool = False,
     queue: str | None = None,
     sensitive: Iterable[str] | str = (),
+    adopt: bool = True,
     **celery_options: Any,
 ) -> Any:
     """Declare a reliable task. See the README for the options and the guarantees."""
@@ -182,6 +186,11 @@ def reliable_task(
         raise ConfigurationError(f"queue={queue!r}: pass the name of a queue as a non-empty str.")
     if not isinstance(atomic, bool):
         raise ConfigurationError(f"atomic={atomic!r}: pass True or False.")
+    if not isinstance(adopt, bool):
+        raise ConfigurationError(
+            f"adopt={adopt!r}: pass True (run messages sent without taskkit, e.g. by celery "
+            "beat, after .delay()'s checks) or False (record them as FAILED runs, never run)."
+        )
     if idempotency_key is not None and not callable(idempotency_key):
         raise ConfigurationError(
             f"idempotency_key={idempotency_key!r} must be a function of the task's arguments "
@@ -207,6 +216,7 @@ def reliable_task(
             call_signature=signature,
             reliable_queue=queue,
             sensitive=sensitive_names,
+            adopt=adopt,
             **celery_options,
         )(func)
         return task

@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "taskkit",
     "tests.testapp",
 ]
+if os.environ.get("TASKKIT_TEST_DECODE_RELEASE", "old") == "old":  # see tests/deployapp
+    INSTALLED_APPS.append("tests.deployapp")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -142,3 +144,5 @@ LOGGING = {
         "celery.app.trace": {"handlers": ["json_file"], "level": "INFO"},
     },
 }
+if os.environ.get("TASKKIT_TEST_ADOPT"):  # "0": a worker that refuses messages sent without taskkit
+    TASKKIT_ADOPT = os.environ["TASKKIT_TEST_ADOPT"] == "1"

@@ -42,9 +42,7 @@ def timed_dispatch(count: int, task=tasks.witness, **kwargs) -> tuple[list[str],
 def relay_failed_to_publish() -> bool:
     from taskkit.models import RelayHeartbeat
 
-    return any(
-        (hb.last_counts or {}).get("publish_failed") for hb in RelayHeartbeat.objects.all()
-    )
+    return any((hb.last_counts or {}).get("publish_failed") for hb in RelayHeartbeat.objects.all())
 
 
 def broker_down(cluster: Cluster) -> None:

@@ -219,3 +219,40 @@ def big_result(size):
     """Returns a string of ``size`` characters (over TASKKIT_MAX_RESULT_BYTES when large)."""
     _effect("big", size=size)
     return "x" * size
+
+
+class BrokenStr(Exception):
+    """An exception whose ``__str__`` itself raises."""
+
+    def __str__(self):
+        raise RuntimeError("__str__ of BrokenStr fails")
+
+
+#: Exception texts no text column takes as they are (built in the worker: they never travel).
+NASTY_TEXTS = {
+    "surrogate": "undecodable \udc80 byte and a lone \ud800",
+    "nul": "a NUL \x00 in the middle",
+    "huge": "x" * 3_000_000,
+}
+
+
+@reliable_task(stop=stop_after_attempt(1))
+def raises_nasty(kind):
+    """Fails with an exception whose text cannot be written as it is (see NASTY_TEXTS)."""
+    _effect(f"nasty-{kind}")
+    if kind == "broken-str":
+        raise BrokenStr()
+    raise RuntimeError(NASTY_TEXTS[kind])
+
+
+@reliable_task(stop=stop_after_attempt(2), **FAST)
+def type_error_in_body(kind):
+    """A TypeError raised by the body: an ordinary, retryable failure (not an undecodable call)."""
+    _effect(kind)
+    return len(None)
+
+
+@reliable_task(adopt=False)
+def not_adoptable(kind):
+    """Refuses messages sent without taskkit."""
+    _effect(kind)

@@ -30,6 +30,7 @@ def _add(a: int, b: int = 1) -> int:
         ("on_mising", "on_missing"),
         ("atomc", "atomic"),
         ("queu", "queue"),
+        ("adpot", "adopt"),
         ("rate_limt", "rate_limit"),
     ],
 )
@@ -196,6 +197,19 @@ def test_defaults_of_a_decorated_task() -> None:
     assert task.atomic is False
     assert task.idempotency_key_fn is None
     assert task.reliable_queue is None
+    assert task.adopt is True
+
+
+@pytest.mark.parametrize("adopt", ["no", 0, None])
+def test_non_bool_adopt_is_refused(adopt: Any) -> None:
+    """adopt accepts only True or False, and the refusal says what each means."""
+    with pytest.raises(ConfigurationError, match=re.escape(f"adopt={adopt!r}: pass True (run")):
+        reliable_task(name="unit.options.adopt", adopt=adopt)
+
+
+def test_adopt_false_is_kept_on_the_task() -> None:
+    task = reliable_task(name="unit.options.no_adopt", adopt=False)(_add)
+    assert task.adopt is False
 
 
 def test_called_directly_runs_the_function_in_process() -> None:

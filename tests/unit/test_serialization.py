@@ -17,9 +17,20 @@ from taskkit.exceptions import (
     MissingObject,
     PayloadTooLarge,
     ResultNotSerializable,
+    UndecodableCall,
     UnsafeArgument,
 )
-from taskkit.serialization import TAG, decode, encode, encode_call, encode_result
+from taskkit.serialization import (
+    MAX_DEPTH,
+    MAX_INT,
+    MIN_INT,
+    TAG,
+    decode,
+    decode_call,
+    encode,
+    encode_call,
+    encode_result,
+)
 from tests.testapp.models import Order
 
 UTC = datetime.UTC
@@ -35,7 +46,8 @@ ROUND_TRIPS = [
     pytest.param("text", id="str"),
     pytest.param("", id="empty-str"),
     pytest.param(42, id="int"),
-    pytest.param(-(2**70), id="big-negative-int"),
+    pytest.param(-(2**63), id="smallest-int"),
+    pytest.param(2**63 - 1, id="largest-int"),
     pytest.param(True, id="bool"),
     pytest.param(None, id="none"),
     pytest.param(1.5, id="float"),
@@ -416,3 +428,182 @@ def test_encode_result_refuses_non_json(value: Any) -> None:
         encode_result(value, "shop.task")
     assert not isinstance(excinfo.value, UnsafeArgument)
     assert str(excinfo.value).startswith("the return value of shop.task()")
+
+
+# --- limits: what databases cannot store faithfully --------------------------------------------
+
+
+def nested(depth: int, kind: str = "list") -> Any:
+    """``depth`` lists (or dicts) inside each other around 1."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+LIMITS = [
+    # (value, accepted?, words the refusal must contain)
+    pytest.param(MAX_INT, True, "", id="max-int"),
+    pytest.param(MIN_INT, True, "", id="min-int"),
+    pytest.param(MAX_INT + 1, False, "64-bit", id="max-int-plus-1"),
+    pytest.param(MIN_INT - 1, False, "64-bit", id="min-int-minus-1"),
+    pytest.param(10**5000, False, "64-bit", id="int-too-long-to-print"),
+    pytest.param([1, 2**64], False, "64-bit", id="nested-big-int"),
+    pytest.param(True, True, "", id="bool"),
+    pytest.param(nested(MAX_DEPTH), True, "", id="list-at-depth-limit"),
+    pytest.param(nested(MAX_DEPTH, "dict"), True, "", id="dict-at-depth-limit"),
+    pytest.param(nested(MAX_DEPTH + 1), False, f"more than {MAX_DEPTH} levels", id="list-deeper"),
+    pytest.param(
+        nested(MAX_DEPTH + 1, "dict"), False, f"more than {MAX_DEPTH} levels", id="dict-deeper"
+    ),
+    pytest.param(nested(5000), False, f"more than {MAX_DEPTH} levels", id="list-5000-deep"),
+    pytest.param("a\x00b", False, "NUL character", id="nul"),
+    pytest.param({"a\x00": 1}, False, "NUL character", id="nul-in-key"),
+    pytest.param(["ok", "\ud800"], False, "lone surrogate", id="lone-high-surrogate"),
+    pytest.param("x\udc80", False, "lone surrogate", id="lone-low-surrogate"),
+    pytest.param({"\udfff": 1}, False, "lone surrogate", id="surrogate-in-key"),
+    pytest.param("\U0001f600 é \ufffe \x01", True, "", id="astral-and-control-chars"),
+    pytest.param("x" * 100_000, True, "", id="long-str"),
+]
+
+
+@pytest.mark.parametrize(("value", "accepted", "words"), LIMITS)
+def test_limits_of_what_travels(value: Any, accepted: bool, words: str) -> None:
+    """Integers beyond 64 bits, nesting beyond MAX_DEPTH, NUL and lone surrogates are refused
+    (PostgreSQL's jsonb refuses the strings; SQLite's JSON rounds big ints and cuts at NUL)."""
+    if accepted:
+        assert through_json(value) == value
+        return
+    with pytest.raises(UnsafeArgument) as excinfo:
+        encode(value, "argument 'x'")
+    message = str(excinfo.value)
+    assert message.startswith("argument 'x'") or message.startswith("a key of argument 'x'")
+    assert words in message
+    message.encode("utf-8")  # the refusal itself can always be logged
+
+
+def test_limits_apply_to_results() -> None:
+    """A result the ledger could not store is refused like an argument."""
+    with pytest.raises(ResultNotSerializable, match="NUL"):
+        encode_result({"out": "a\x00"}, "shop.task")
+
+
+def test_encode_call_names_the_argument_over_a_limit() -> None:
+    """The refusal of a call names the parameter (here the keyword-only 'note')."""
+    with pytest.raises(UnsafeArgument, match=r"^argument 'note' of shop\.charge\(\) contains"):
+        encode_call(CHARGE, "shop.charge", (1, 2), {"note": "\x00"}, BIG)
+
+
+# --- decode_call: stored calls that can never run ----------------------------------------------
+
+
+def _three(a: Any, b: Any, c: Any) -> None:
+    """The function after a deploy added a parameter."""
+
+
+def ref(label: str, pk: Any) -> dict[str, Any]:
+    return {TAG: "model", "model": label, "pk": pk}
+
+
+UNDECODABLE = [
+    # (stored args, stored kwargs, the start of the message, the cause it must name)
+    pytest.param(
+        [1, 2],
+        {},
+        "the stored call of shop.f() no longer fits its signature shop.f(a, b, c)",
+        "missing a required argument: 'c'",
+        id="signature-gained-a-parameter",
+    ),
+    pytest.param(
+        [1, 2, 3, 4], {}, "the stored call of shop.f()", "too many positional", id="too-many"
+    ),
+    pytest.param(
+        [1, 2, 3], {"d": 4}, "the stored call of shop.f()", "keyword argument 'd'", id="extra-kw"
+    ),
+    pytest.param(
+        [ref("shop.Order", 1), 2, 3],
+        {},
+        "argument 'a' of shop.f()",
+        "model 'shop.Order' is not installed (removed by a deploy?)",
+        id="removed-model",
+    ),
+    pytest.param(
+        [1, 2, ref("noappdot", 1)],
+        {},
+        "argument 'c' of shop.f()",
+        "is not a model label",
+        id="bad-model-label",
+    ),
+    pytest.param(
+        [1, 2],
+        {"c": {TAG: "vector", "value": [1]}},
+        "argument 'c' of shop.f()",
+        "unknown tagged value 'vector'",
+        id="unknown-tag",
+    ),
+    pytest.param(
+        [1, {TAG: "datetime", "value": "yesterday"}, 3],
+        {},
+        "argument 'b' of shop.f()",
+        "bad datetime value",
+        id="bad-datetime",
+    ),
+    pytest.param(
+        [[{TAG: "decimal"}], 2, 3],
+        {},
+        "argument 'a' of shop.f()",
+        "bad decimal value",
+        id="tag-missing-its-value",
+    ),
+    pytest.param(
+        [1, 2, {TAG: "timedelta", "days": "x", "seconds": 0, "microseconds": 0}],
+        {},
+        "argument 'c' of shop.f()",
+        "bad timedelta value",
+        id="bad-timedelta",
+    ),
+    pytest.param(
+        [1, 2, ref("testapp.Order", "not-a-number")],
+        {},
+        "argument 'c' of shop.f()",
+        "does not fit testapp.Order's primary key",
+        id="pk-of-the-wrong-type",
+    ),
+    pytest.param(
+        [nested(3000), 2, 3],
+        {},
+        "argument 'a' of shop.f()",
+        "nested too deeply to decode",
+        id="nesting-too-deep",
+    ),
+    pytest.param("not a list", {}, "the stored call of shop.f()", "not a list", id="bad-args"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("args", "kwargs", "start", "cause"), UNDECODABLE)
+def test_undecodable_call_names_the_argument_and_the_cause(
+    args: Any, kwargs: Any, start: str, cause: str
+) -> None:
+    """Whatever keeps a stored call from running raises UndecodableCall naming where and why."""
+    with pytest.raises(UndecodableCall) as excinfo:
+        decode_call(inspect.signature(_three), "shop.f", args, kwargs)
+    message = str(excinfo.value)
+    assert message.startswith(start), message
+    assert cause in message, message
+
+
+@pytest.mark.django_db
+def test_decode_call_keeps_missing_object_and_decodes_a_good_call() -> None:
+    """A deleted row stays MissingObject (its own on_missing policy); a good call decodes."""
+    order = Order.objects.create(reference="r")
+    stored = encode_call(
+        inspect.signature(_three), "shop.f", (order, Decimal("1.5")), {"c": None}, BIG
+    )
+    assert decode_call(inspect.signature(_three), "shop.f", *stored) == (
+        [order, Decimal("1.5")],
+        {"c": None},
+    )
+    Order.objects.filter(pk=order.pk).delete()
+    with pytest.raises(MissingObject):
+        decode_call(inspect.signature(_three), "shop.f", *stored)
