@@ -8,7 +8,9 @@
     ├── UnsupportedOption (TypeError)               an apply_async option taskkit cannot honour
     ├── MissingObject (LookupError)                 a referenced model row is gone at run time
     ├── ResultNotSerializable (TypeError)           a task returned something that is not JSON
-    └── LeaseLost                                   the attempt lost its claim before finishing
+    ├── LeaseLost                                   the attempt lost its claim before finishing
+    └── TaskNotRegistered (LookupError)             a run's task has not been registered for
+                                                    TASKKIT_UNKNOWN_TASK_GRACE_SECONDS (a rename)
 
 Each docstring doubles as the default message.
 """
@@ -55,3 +57,15 @@ class ResultNotSerializable(TaskkitError, TypeError):
 
 class LeaseLost(TaskkitError):
     """The attempt lost its claim on the run before it could record its outcome."""
+
+
+class TaskNotRegistered(TaskkitError, LookupError):
+    """The run's task is not registered (renamed or removed by a deploy)."""
+
+    @classmethod
+    def for_task(cls, name: str, seconds: float) -> TaskNotRegistered:
+        return cls(
+            f"task `{name}` is not registered: no relay has found it registered for "
+            f"{seconds:.0f}s (TASKKIT_UNKNOWN_TASK_GRACE_SECONDS). Renamed or removed by a "
+            f"deploy? Register the old name as an alias and retry the run from the admin."
+        )
