@@ -373,21 +373,21 @@ NOT_REGISTERED = "NOT_REGISTERED"
 
 
 def note_unregistered(
-    run_id: Any,
+    run_ids: list[Any],
     queued_at: datetime.datetime | None,
     since: datetime.datetime,
     requeue_by: datetime.datetime,
-) -> bool:
-    """A relay published run ``run_id`` (stamped QUEUED at ``queued_at``) by name, its task not
-    being registered: record since when, and make it due again no later than ``requeue_by`` (the
-    end of its grace), unless a worker claimed it meanwhile."""
+) -> int:
+    """A relay published these runs (stamped QUEUED at ``queued_at``) by name, their task not
+    being registered: record since when, and make them due again no later than ``requeue_by``
+    (the end of their grace), unless a worker claimed them meanwhile."""
     from django.db.models.functions import Least
 
-    return bool(
+    return (
         TaskRun.objects.using(db_alias())
-        .filter(pk=run_id, state=RunState.QUEUED, queued_at=queued_at)
+        .filter(pk__in=run_ids, state=RunState.QUEUED, queued_at=queued_at)
         .update(
-            unregistered_since=Coalesce(F("unregistered_since"), since),
+            unregistered_since=since,
             requeue_at=Least(Coalesce(F("requeue_at"), requeue_by), requeue_by),
         )
     )

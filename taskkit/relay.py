@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import random
@@ -190,6 +191,8 @@ def _not_registered(name: str) -> TaskNotRegistered:
 
 
 def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) -> None:
+    """Publish the taken rows, one broker connection per (task, options, due time); runs of
+    tasks not registered here go out by name, or end FAILED past their grace."""
     db = ledger.db_alias()
     previous = {row[0]: row[1:] for row in rows}
     runs = (
@@ -206,73 +209,100 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
             "attempts",
         )
     )
-    registered_again: list[Any] = []
-    unknown: Counter[str] = Counter()
-    for run in runs:
-        old_state, old_queued_at, old_requeue_at, old_count = previous[run.pk]
-        task = lookup(run.task_name)
-        if task is not None:
-            if run.unregistered_since is not None:
-                registered_again.append(run.pk)
-            sent: bool | None = publisher.publish(task, run.pk, run.options, run.not_before)
-        else:
-            unknown[run.task_name] += 1
-            sent = _publish_unregistered(run, lookup, counts)
-            if sent is None:  # past its grace: FAILED
-                continue
-        if sent:
-            counts[f"published_{old_state.lower()}"] += 1
-            continue
-        counts["publish_failed"] += 1
-        # put it back as it was, unless a worker already claimed it
-        TaskRun.objects.using(db).filter(
-            pk=run.pk, state=RunState.QUEUED, queued_at=run.queued_at
-        ).update(
-            state=old_state,
-            queued_at=old_queued_at,
-            requeue_at=old_requeue_at,
-            publish_count=old_count,
-        )
-    if registered_again:
-        ledger.note_registered(registered_again)
-    for name, n in unknown.items():
-        logger.warning(
-            "taskkit relay: %d run(s) name task %s, which is not registered in this process "
-            "(renamed or removed by a deploy, or the relay runs older code than the workers); "
-            "they are published by name for workers that know it, and end FAILED after "
-            "TASKKIT_UNKNOWN_TASK_GRACE_SECONDS (%.0fs) unless it is registered again.",
-            n,
-            name,
-            settings.UNKNOWN_TASK_GRACE_SECONDS,
-        )
-
-
-def _publish_unregistered(run: TaskRun, lookup: TaskLookup, counts: Counter[str]) -> bool | None:
-    """Publish a run of an unregistered task by name, or fail it past its grace (``None``)."""
     now = timezone.now()
-    since = run.unregistered_since or now
-    if now - since >= _grace():
-        error = ledger.ErrorInfo.from_exception(_not_registered(run.task_name))
-        if ledger.fail_unregistered(run.pk, run.queued_at, error):
-            counts["failed_unregistered"] += 1
-            signals.send(
-                signals.run_failed,
-                run.task_name,
-                run_id=run.pk,
-                attempt=run.attempts,
-                exception=_not_registered(run.task_name),
-                outcome=ledger.NOT_REGISTERED,
-            )
-        return None
-    counts["unregistered_task"] += 1
-    sent = bool(
-        publisher.publish_many_by_name(
-            lookup.app, run.task_name, [run.pk], run.options, run.not_before
-        )
+    groups: dict[tuple[str, str, Any], list[TaskRun]] = {}
+    past_grace: list[TaskRun] = []
+    for run in runs:
+        unknown = lookup(run.task_name) is None
+        if unknown and run.unregistered_since and now - run.unregistered_since >= _grace():
+            past_grace.append(run)
+            continue
+        key = (run.task_name, json.dumps(run.options, sort_keys=True), run.not_before)
+        groups.setdefault(key, []).append(run)
+    _fail_unregistered(past_grace, counts)
+    broker_down = False
+    for (name, _, not_before), group in groups.items():
+        task = lookup(name)
+        ids = [run.pk for run in group]
+        sent: set[Any] = set()
+        if not broker_down:
+            if task is not None:
+                sent = set(publisher.publish_many(task, ids, group[0].options, not_before))
+            else:
+                sent = set(
+                    publisher.publish_many_by_name(
+                        lookup.app, name, ids, group[0].options, not_before
+                    )
+                )
+        for run in group:
+            if run.pk in sent:
+                counts[f"published_{previous[run.pk][0].lower()}"] += 1
+        if task is not None:
+            again = [run.pk for run in group if run.pk in sent and run.unregistered_since]
+            if again:
+                ledger.note_registered(again)
+        else:
+            _note_unregistered([run for run in group if run.pk in sent], now, counts)
+        unsent = [run for run in group if run.pk not in sent]
+        if unsent:
+            broker_down = True
+            counts["publish_failed"] += len(unsent)
+            for run in unsent:  # put it back as it was, unless a worker already claimed it
+                old_state, old_queued_at, old_requeue_at, old_count = previous[run.pk]
+                TaskRun.objects.using(db).filter(
+                    pk=run.pk, state=RunState.QUEUED, queued_at=run.queued_at
+                ).update(
+                    state=old_state,
+                    queued_at=old_queued_at,
+                    requeue_at=old_requeue_at,
+                    publish_count=old_count,
+                )
+
+
+def _note_unregistered(runs: list[TaskRun], now: datetime.datetime, counts: Counter[str]) -> None:
+    """Runs of an unregistered task were published by name: record since when (kept if known)
+    and cap their requeue time at the end of their grace."""
+    if not runs:
+        return
+    name = runs[0].task_name
+    counts["unregistered_task"] += len(runs)
+    by_since: dict[datetime.datetime, list[Any]] = {}
+    for run in runs:
+        by_since.setdefault(run.unregistered_since or now, []).append(run.pk)
+    for since, ids in by_since.items():
+        ledger.note_unregistered(ids, runs[0].queued_at, since, since + _grace())
+    logger.warning(
+        "taskkit relay: %d run(s) name task %s, which is not registered in this process "
+        "(renamed or removed by a deploy, or the relay runs older code than the workers); "
+        "they were published by name for workers that know it, and end FAILED after "
+        "TASKKIT_UNKNOWN_TASK_GRACE_SECONDS (%.0fs) unless a relay finds it registered again.",
+        len(runs),
+        name,
+        settings.UNKNOWN_TASK_GRACE_SECONDS,
     )
-    if sent:
-        ledger.note_unregistered(run.pk, run.queued_at, since, since + _grace())
-    return sent
+
+
+def _fail_unregistered(runs: list[TaskRun], counts: Counter[str]) -> None:
+    """Runs of tasks unregistered for longer than the grace: FAILED (one transaction), then the
+    ``run_failed`` signal for each run that did not get claimed meanwhile."""
+    if not runs:
+        return
+    failed = []
+    with write_transaction(ledger.db_alias()):
+        for run in runs:
+            error = ledger.ErrorInfo.from_exception(_not_registered(run.task_name))
+            if ledger.fail_unregistered(run.pk, run.queued_at, error):
+                failed.append(run)
+    counts["failed_unregistered"] += len(failed)
+    for run in failed:
+        signals.send(
+            signals.run_failed,
+            run.task_name,
+            run_id=run.pk,
+            attempt=run.attempts,
+            exception=_not_registered(run.task_name),
+            outcome=ledger.NOT_REGISTERED,
+        )
 
 
 def publish_due(
@@ -423,18 +453,26 @@ def _heartbeat(name: str, result: SweepResult) -> None:
 
 
 def run_forever(interval: float, batch_size: int, should_stop: Any) -> None:
-    """Sweep every ``interval`` seconds until ``should_stop()``; a failing sweep is logged."""
+    """Sweep every ``interval`` seconds until ``should_stop()``; a failing sweep is logged.
+
+    A sweep publishes for at most half the interval; one cut short by that bound (a backlog) is
+    followed by the next at once. Either way a heartbeat is written at least every ``interval``
+    plus half of it plus one batch.
+    """
     name = relay_name()
     logger.info("taskkit relay %s started: interval %.1fs, batch %d", name, interval, batch_size)
     while not should_stop():
+        pause = interval
         try:
-            result = sweep(batch_size, name, max_seconds=interval)
+            result = sweep(batch_size, name, max_seconds=interval / 2)
             if result.counts:
                 logger.info("taskkit relay: %s", result)
+            if result.counts["deferred_to_next_sweep"]:
+                pause = 0.0  # more is due: sweep again at once (the heartbeat was written)
         except Exception:
             logger.exception("taskkit relay: sweep failed; retrying in %.1fs", interval)
             connections.close_all()
-        deadline = time.monotonic() + interval
+        deadline = time.monotonic() + pause
         while not should_stop() and time.monotonic() < deadline:
             time.sleep(min(0.1, interval))
     logger.info("taskkit relay %s stopped", name)
