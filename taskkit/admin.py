@@ -26,7 +26,8 @@ from django.utils.safestring import SafeString
 from . import admin_display, admin_views
 from .admin_paginator import EstimatedCountPaginator
 from .conf import settings
-from .models import FailedRun, TaskRun
+from .exceptions import TaskNotRegistered
+from .models import FailedRun, RunState, TaskRun
 
 #: Columns the list pages never show; not fetched for 100 rows of tracebacks and payloads.
 HEAVY_COLUMNS = ("args", "kwargs", "options", "result", "error_traceback")
@@ -44,6 +45,31 @@ STATE_COLOURS = {
     "RETRYING": "#b36b00",
     "RUNNING": "#205f9e",
 }
+
+
+class UnregisteredTaskFilter(admin.SimpleListFilter):
+    """Runs of tasks a relay found not registered (a rename or removal by a deploy): those still
+    waiting out ``TASKKIT_UNKNOWN_TASK_GRACE_SECONDS``, and those FAILED for it. Indexed."""
+
+    title = "task not registered"
+    parameter_name = "unregistered"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("waiting", "waiting out the grace"),
+            ("failed", "failed: task not registered"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "waiting":
+            return queryset.filter(unregistered_since__isnull=False)
+        if self.value() == "failed":
+            return queryset.filter(state=RunState.FAILED, error_type=NOT_REGISTERED_ERROR)
+        return queryset
+
+
+#: ``error_type`` of runs FAILED because their task is not registered.
+NOT_REGISTERED_ERROR = f"{TaskNotRegistered.__module__}.{TaskNotRegistered.__qualname__}"
 
 
 class TaskRunAdmin(admin.ModelAdmin):
@@ -64,6 +90,7 @@ class TaskRunAdmin(admin.ModelAdmin):
         ("queue", admin.AllValuesFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ("finished_at", admin.DateFieldListFilter),
+        UnregisteredTaskFilter,
     ]
     search_fields = ["=idempotency_key", "task_name"]
     search_help_text = "A run id finds that run; other text matches idempotency keys and names."
@@ -107,6 +134,7 @@ class TaskRunAdmin(admin.ModelAdmin):
                     "not_before",
                     "lease_until",
                     "claimed_by",
+                    "unregistered_since",
                 ]
             },
         ),

@@ -467,3 +467,52 @@ def register() -> None:
 
 
 __all__ = ["register"]
+
+
+# -- taskkit.W011: SQLite transactions begun DEFERRED ------------------------------------------
+
+#: SQLite transaction modes that take the write lock when the transaction begins.
+SQLITE_WRITE_MODES = ("IMMEDIATE", "EXCLUSIVE")
+
+
+def check_sqlite_transaction_mode(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    from django.db import connections
+
+    from .ledger import db_alias
+
+    connection = connections[db_alias()]
+    return sqlite_transaction_messages(
+        connection.vendor, connection.settings_dict.get("OPTIONS") or {}, db_alias()
+    )
+
+
+def sqlite_transaction_messages(
+    vendor: str, options: Mapping[str, Any], alias: str = "default"
+) -> list[checks.CheckMessage]:
+    """W011: on SQLite, transactions that read and then write must begin IMMEDIATE."""
+    if vendor != "sqlite":
+        return []
+    mode = str(options.get("transaction_mode") or "DEFERRED").upper()
+    if mode in SQLITE_WRITE_MODES:
+        return []
+    return [
+        checks.Warning(
+            f"DATABASES[{alias!r}] is SQLite with transaction_mode {mode}: a transaction that "
+            "reads and then writes (an atomic task's body, a view that reads before it "
+            "dispatches) fails at once with 'database is locked' whenever another process "
+            "writes; SQLite does not wait out the busy timeout for it. taskkit's relay and "
+            "claims do not need it, your atomic tasks and dispatching transactions do.",
+            hint=(
+                f'Add to DATABASES[{alias!r}]["OPTIONS"]: "transaction_mode": "IMMEDIATE", '
+                '"timeout": 20, and "init_command": "PRAGMA journal_mode=WAL;" (readers then '
+                "never wait for writers). SQLite runs one writer at a time; use PostgreSQL "
+                "for many workers."
+            ),
+            id="taskkit.W011",
+        )
+    ]
+
+
+checks.register(check_sqlite_transaction_mode, "taskkit")

@@ -10,7 +10,10 @@
     ├── UndecodableCall (ValueError)                a run's stored call no longer decodes or binds
     ├── AdoptionRefused (ValueError)                a message sent without taskkit was not adopted
     ├── ResultNotSerializable (TypeError)           a task returned something that is not JSON
-    └── LeaseLost                                   the attempt lost its claim before finishing
+    ├── LeaseLost                                   the attempt lost its claim before finishing
+    ├── RedactedError                               stands in for an error that held a secret
+    └── TaskNotRegistered (LookupError)             a run's task has not been registered for
+                                                    TASKKIT_UNKNOWN_TASK_GRACE_SECONDS (a rename)
 
 Each docstring doubles as the default message.
 """
@@ -75,3 +78,15 @@ class RedactedError(TaskkitError):
     """
 
     original_type: str = ""
+
+
+class TaskNotRegistered(TaskkitError, LookupError):
+    """The run's task is not registered (renamed or removed by a deploy)."""
+
+    @classmethod
+    def for_task(cls, name: str, seconds: float) -> TaskNotRegistered:
+        return cls(
+            f"task `{name}` is not registered: no relay has found it registered for "
+            f"{seconds:.0f}s (TASKKIT_UNKNOWN_TASK_GRACE_SECONDS). Renamed or removed by a "
+            f"deploy? Register the old name as an alias and retry the run from the admin."
+        )

@@ -486,3 +486,75 @@ def discard_runs(queryset: Any, reason: str) -> list[Any]:
                 signals.run_discarded, task_name, run_id=pk, attempt=attempts, reason=reason
             )
     return discarded
+
+
+# -- runs of tasks that are not registered (renamed or removed by a deploy) ---------------------
+
+#: The ``outcome`` of ``run_failed`` for a run failed because its task is not registered (no
+#: attempt was made, so it is not one of ``AttemptOutcome``).
+NOT_REGISTERED = "NOT_REGISTERED"
+
+
+def note_unregistered(
+    run_ids: list[Any],
+    queued_at: datetime.datetime | None,
+    since: datetime.datetime,
+    requeue_by: datetime.datetime,
+) -> int:
+    """A relay published these runs (stamped QUEUED at ``queued_at``) by name, their task not
+    being registered: record since when, and make them due again no later than ``requeue_by``
+    (the end of their grace), unless a worker claimed them meanwhile."""
+    from django.db.models.functions import Least
+
+    return (
+        TaskRun.objects.using(db_alias())
+        .filter(pk__in=run_ids, state=RunState.QUEUED, queued_at=queued_at)
+        .update(
+            unregistered_since=since,
+            requeue_at=Least(Coalesce(F("requeue_at"), requeue_by), requeue_by),
+        )
+    )
+
+
+def note_registered(run_ids: list[Any]) -> int:
+    """The task of these runs is registered (again): they wait out no grace."""
+    return (
+        TaskRun.objects.using(db_alias())
+        .filter(pk__in=run_ids, unregistered_since__isnull=False)
+        .update(unregistered_since=None)
+    )
+
+
+def fail_unregistered(run_id: Any, queued_at: datetime.datetime | None, error: ErrorInfo) -> bool:
+    """QUEUED (stamped by a relay at ``queued_at``) → FAILED: its task has not been registered for
+    the grace. No attempt is recorded (none was made). ``False`` if a worker claimed it first."""
+    now = timezone.now()
+    return bool(
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, state=RunState.QUEUED, queued_at=queued_at)
+        .update(
+            state=RunState.FAILED,
+            finished_at=now,
+            not_before=None,
+            lease_until=None,
+            requeue_at=None,
+            unregistered_since=None,
+            error_type=error.type,
+            error_message=error.message,
+            error_traceback=error.traceback,
+        )
+    )
+
+
+def lose_unregistered(c: Claim, error: ErrorInfo, give_up: bool) -> str | None:
+    """The lease of attempt ``c`` expired and its task is not registered here: record the attempt
+    LOST and make the run due again at once (RETRYING; the relay publishes it by name), or FAILED
+    when ``give_up``. Returns the new state, ``None`` if the claim changed meanwhile."""
+    now = timezone.now()
+    state = fail(c, error, None if give_up else RetryDecision(delay=0.0), AttemptOutcome.LOST)
+    query = TaskRun.objects.using(db_alias()).filter(pk=c.run.pk, state=state)
+    if state == RunState.FAILED:
+        query.update(unregistered_since=None)
+    elif state == RunState.RETRYING:
+        query.filter(unregistered_since__isnull=True).update(unregistered_since=now)
+    return state

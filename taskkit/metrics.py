@@ -78,6 +78,26 @@ class LedgerCollector(Collector):
             relay.add_metric([name], age)
         yield relay
 
+        failed = GaugeMetricFamily(
+            "taskkit_failed_runs",
+            "FAILED runs by task and last error type (error_type "
+            '"taskkit.exceptions.TaskNotRegistered": the task was renamed or removed).',
+            labels=["task", "error_type"],
+        )
+        for (task, error_type), n in sorted(figures.failed_by_error.items()):
+            failed.add_metric([task, error_type], n)
+        yield failed
+
+        unregistered = GaugeMetricFamily(
+            "taskkit_unregistered_task_runs",
+            "Runs whose task a relay found not registered, waiting out "
+            "TASKKIT_UNKNOWN_TASK_GRACE_SECONDS before they end FAILED.",
+            labels=["task"],
+        )
+        for task, n in sorted(figures.unregistered_waiting.items()):
+            unregistered.add_metric([task], n)
+        yield unregistered
+
 
 def render() -> bytes:
     """The text exposition of a fresh registry holding only the ledger collector."""

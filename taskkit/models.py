@@ -79,6 +79,12 @@ class TaskRun(models.Model):
         max_length=64, blank=True, default="", help_text="Id of the web request that dispatched it."
     )
     discard_reason = models.TextField(blank=True, default="")
+    unregistered_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a relay first found the run's task not registered (cleared when it is "
+        "again); the run ends FAILED TASKKIT_UNKNOWN_TASK_GRACE_SECONDS later.",
+    )
 
     class Meta:
         verbose_name = "task run"
@@ -102,6 +108,11 @@ class TaskRun(models.Model):
             models.Index(fields=["queue"], name="taskkit_run_queue"),
             models.Index(fields=["state", "requeue_at"], name="taskkit_run_state_requeue"),
             models.Index(fields=["state", "finished_at"], name="taskkit_run_state_finished"),
+            models.Index(
+                fields=["task_name", "unregistered_since"],
+                name="taskkit_run_unregistered",
+                condition=Q(unregistered_since__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

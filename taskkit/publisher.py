@@ -120,17 +120,8 @@ def publish_many(
     the ledger for the relay, as a failed single publish does.
     """
     _ensure_timeouts(task.app)
-    publish_options = {k: v for k, v in options.items() if k in PUBLISH_OPTIONS and v is not None}
-    if not_before is not None:
-        countdown = (not_before - timezone.now()).total_seconds()
-        if countdown > 0:
-            publish_options["countdown"] = countdown
-    retry_policy = {
-        "max_retries": settings.PUBLISH_MAX_RETRIES,
-        "interval_start": 0,
-        "interval_step": 0.2,
-        "interval_max": 0.5,
-    }
+    publish_options = _publish_options(options, not_before)
+    retry_policy = _retry_policy()
     sent: list[Any] = []
     try:
         with task.app.producer_or_acquire() as producer:
@@ -154,6 +145,71 @@ def publish_many(
             len(run_ids) - len(sent),
             len(run_ids),
             task.name,
+            type(exc).__name__,
+            exc,
+        )
+    return sent
+
+
+def _publish_options(
+    options: dict[str, Any], not_before: datetime.datetime | None
+) -> dict[str, Any]:
+    publish_options = {k: v for k, v in options.items() if k in PUBLISH_OPTIONS and v is not None}
+    if not_before is not None:
+        countdown = (not_before - timezone.now()).total_seconds()
+        if countdown > 0:
+            publish_options["countdown"] = countdown
+    return publish_options
+
+
+def _retry_policy() -> dict[str, Any]:
+    return {
+        "max_retries": settings.PUBLISH_MAX_RETRIES,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    }
+
+
+def publish_many_by_name(
+    app: celery.Celery,
+    task_name: str,
+    run_ids: list[Any],
+    options: dict[str, Any],
+    not_before: datetime.datetime | None = None,
+) -> list[Any]:
+    """``publish_many`` for a task this process does not know (``app.send_task``).
+
+    The message is the one ``publish_many`` sends (task id = run id, the ``taskkit_run`` header,
+    the run's publish options), so a worker that does know the name (an old worker during a
+    rolling deploy) runs it as usual. Returns the ids that went out.
+    """
+    _ensure_timeouts(app)
+    publish_options = _publish_options(options, not_before)
+    sent: list[Any] = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for run_id in run_ids:
+                app.send_task(
+                    task_name,
+                    args=(),
+                    kwargs={},
+                    task_id=str(run_id),
+                    producer=producer,
+                    headers={RUN_HEADER: "1"},
+                    retry=True,
+                    retry_policy=_retry_policy(),
+                    add_to_parent=False,
+                    **publish_options,
+                )
+                sent.append(run_id)
+    except Exception as exc:
+        logger.warning(
+            "taskkit: could not publish %d of %d runs of %s by name (%s: %s); they stay in the "
+            "ledger for the relay to publish.",
+            len(run_ids) - len(sent),
+            len(run_ids),
+            task_name,
             type(exc).__name__,
             exc,
         )

@@ -6,6 +6,11 @@ retrying (WARNING, with the delay and the exception), succeeded (INFO, with the 
 trackers group it) and discarded (WARNING). Every record carries ``run_id``, ``task_name`` and
 ``attempt`` as attributes, also when logged outside the attempt (a lost child, an operator).
 Connected by ``TaskkitConfig.ready()``; silence or reroute the logger in ``LOGGING``.
+
+A worker that receives a taskkit message for a task it does not know (Celery's ``task_unknown``:
+a task renamed or removed by a deploy, or this worker older than the dispatcher) logs what becomes
+of the run: nothing in the ledger changes, the relay publishes it again and fails it after
+``TASKKIT_UNKNOWN_TASK_GRACE_SECONDS`` (see ``taskkit.relay``).
 """
 
 from __future__ import annotations
@@ -135,7 +140,39 @@ HANDLERS = (
 )
 
 
+def on_unknown_task(
+    sender: Any = None, message: Any = None, name: Any = None, id: Any = None, **kwargs: Any
+) -> None:
+    """Celery's consumer met a message for a task this worker does not know.
+
+    Celery has logged it, rejected the message (it is gone from the queue) and stored a
+    ``NotRegistered`` failure for its id in the result backend, if there is one (overwritten when
+    a worker that knows the task runs it). taskkit's ledger is not touched: the run stays QUEUED.
+    """
+    headers = getattr(message, "headers", None) or {}
+    if not headers.get("taskkit_run"):
+        return
+    from .conf import settings
+
+    logger.warning(
+        "taskkit: this worker does not know task %s; Celery rejected the message for run %s. "
+        "The run stays QUEUED in the ledger: the relay publishes it again (a worker that knows "
+        "the task, such as an old worker during a rolling deploy, runs it) and ends it FAILED "
+        "if no relay has found the task registered for TASKKIT_UNKNOWN_TASK_GRACE_SECONDS "
+        "(%.0fs). The result backend may show this id as FAILURE (NotRegistered) meanwhile.",
+        name,
+        id,
+        settings.UNKNOWN_TASK_GRACE_SECONDS,
+        extra=_extra(str(name), id, taskkit_event="unknown_task"),
+    )
+
+
 def connect() -> None:
     """Connect the default logging (idempotent: each handler has a ``dispatch_uid``)."""
+    from celery import signals as celery_signals
+
     for signal, handler in HANDLERS:
         signal.connect(handler, dispatch_uid=f"taskkit.signal_handlers.{handler.__name__}")
+    celery_signals.task_unknown.connect(
+        on_unknown_task, dispatch_uid="taskkit.signal_handlers.on_unknown_task", weak=False
+    )

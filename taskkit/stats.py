@@ -38,6 +38,10 @@ class LedgerStats:
     commit_to_start_runs: int = 0
     #: relay name → seconds since its last sweep.
     relay_heartbeats: dict[str, float] = field(default_factory=dict)
+    #: (task name, error type) → FAILED runs (e.g. ``taskkit.exceptions.TaskNotRegistered``).
+    failed_by_error: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: task name → runs a relay found not registered, waiting out the grace before FAILED.
+    unregistered_waiting: dict[str, int] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
@@ -45,7 +49,7 @@ class LedgerStats:
 
 
 def read(now: datetime.datetime | None = None) -> LedgerStats:
-    """Read the figures now (five queries)."""
+    """Read the figures now (seven queries)."""
     now = now or timezone.now()
     runs: dict[tuple[str, str], int] = {}
     attempts: dict[str, int] = {}
@@ -83,7 +87,21 @@ def read(now: datetime.datetime | None = None) -> LedgerStats:
         name: max(0.0, (now - last).total_seconds())
         for name, last in RelayHeartbeat.objects.values_list("name", "last_sweep_at")
     }
+    failed_by_error = {
+        (row["task_name"], row["error_type"]): row["n"]
+        for row in TaskRun.objects.filter(state=RunState.FAILED)
+        .values("task_name", "error_type")
+        .annotate(n=Count("id"))
+    }
+    unregistered_waiting = {
+        row["task_name"]: row["n"]
+        for row in TaskRun.objects.filter(unregistered_since__isnull=False)
+        .values("task_name")
+        .annotate(n=Count("id"))
+    }
     return LedgerStats(
+        failed_by_error=failed_by_error,
+        unregistered_waiting=unregistered_waiting,
         runs=runs,
         attempts=attempts,
         attempt_failures=failures,

@@ -146,3 +146,14 @@ LOGGING = {
 }
 if os.environ.get("TASKKIT_TEST_ADOPT"):  # "0": a worker that refuses messages sent without taskkit
     TASKKIT_ADOPT = os.environ["TASKKIT_TEST_ADOPT"] == "1"
+
+# Hooks of the relay/deploy tests (set in the environment of the subprocesses they start).
+if os.environ.get("TASKKIT_TEST_SQLITE_DEFERRED") and "OPTIONS" in DATABASES["default"]:
+    # SQLite as a user who never set transaction_mode gets it: transactions begin DEFERRED.
+    DATABASES["default"]["OPTIONS"].pop("transaction_mode", None)
+if os.environ.get("TASKKIT_TEST_UNKNOWN_TASK_GRACE_SECONDS"):
+    TASKKIT_UNKNOWN_TASK_GRACE_SECONDS = float(
+        os.environ["TASKKIT_TEST_UNKNOWN_TASK_GRACE_SECONDS"]
+    )
+if os.environ.get("TASKKIT_TEST_RELAY_BATCH_SIZE"):
+    TASKKIT_RELAY_BATCH_SIZE = int(os.environ["TASKKIT_TEST_RELAY_BATCH_SIZE"])
