@@ -13,11 +13,13 @@ business and propagates as before. JSON that is not a Celery message is already 
 Celery and kombu. A real run is never lost this way: a message only says "look at run X", and
 the relay re-publishes any run whose message went missing.
 
-Use it for Redis brokers (``redis://`` and ``rediss://`` URLs)::
+taskkit uses it for Redis brokers (``redis://`` and ``rediss://`` URLs) without being asked when
+the project sets no ``CELERY_BROKER_TRANSPORT`` (see ``taskkit.broker``). To name it explicitly::
 
     CELERY_BROKER_TRANSPORT = "taskkit.transport:Transport"   # Django settings, namespace CELERY
 
 or ``app.conf.broker_transport = "taskkit.transport:Transport"``. The broker URL stays as it is.
+``CELERY_BROKER_TRANSPORT = "redis"`` asks for kombu's own transport (check ``taskkit.W010`` warns).
 """
 
 from __future__ import annotations
