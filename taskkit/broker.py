@@ -3,19 +3,23 @@
 kombu picks a connection's transport class from Celery's ``broker_transport`` setting when it is
 set (an alias of ``kombu.transport.TRANSPORT_ALIASES`` such as ``"redis"``, or an import path
 such as ``"taskkit.transport:Transport"``), and otherwise from the broker URL's scheme, looked up
-in the same aliases (``redis://`` and ``rediss://`` both give ``kombu.transport.redis:Transport``).
+in the same aliases: ``redis://`` and ``rediss://`` both give ``kombu.transport.redis:Transport``.
 
 kombu's own Redis transport stops the worker on one queue entry that is not JSON
-(``taskkit.transport`` explains why). So when an app's broker URLs are all ``redis://`` /
-``rediss://`` and the project chose no transport, :func:`use_safe_transport` sets
-``broker_transport = "taskkit.transport:Transport"`` on the app. taskkit does this for the current
-Celery app when Django starts (``TaskkitConfig.ready()``; a worker started with ``celery -A proj
-worker`` sets Django up before it connects) and again for each worker's own app on
-``worker_init``. A project that wants kombu's transport says so: ``CELERY_BROKER_TRANSPORT =
-"redis"``; check ``taskkit.W010`` then warns.
+(``taskkit.transport`` explains why). So :func:`use_safe_transport` points the ``redis`` and
+``rediss`` aliases at ``taskkit.transport:Transport``, a subclass that logs and drops such an
+entry. taskkit does this when Django starts (``TaskkitConfig.ready()``), which in a worker started
+with ``celery -A proj worker`` happens before it connects. Every connection whose transport comes
+from a ``redis://`` / ``rediss://`` URL (or the ``"redis"`` alias) then gets taskkit's transport,
+whatever Celery app opens it, while other schemes in the same process keep theirs: an app whose
+broker URL changes to ``amqp://`` gets AMQP. kombu still applies its ``rediss://`` TLS default, as
+that depends on the alias name, not the class.
 
-Nothing here imports kombu's Redis transport unless asked to resolve a class, so projects on
-other brokers do not pay for it.
+A project that wants kombu's own transport names it by import path:
+``CELERY_BROKER_TRANSPORT = "kombu.transport.redis:Transport"``; check ``taskkit.W010`` then warns.
+
+Resolving an import path imports the class (for subclass checks); aliases are read without
+importing anything, so projects on other brokers do not import kombu's Redis transport.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ logger = logging.getLogger("taskkit.broker")
 
 #: The transport taskkit uses for Redis brokers unless the project chose one.
 SAFE_TRANSPORT = "taskkit.transport:Transport"
+#: kombu's own Redis transport (what the ``redis`` / ``rediss`` aliases name in kombu).
+STOCK_REDIS_TRANSPORT = "kombu.transport.redis:Transport"
 #: URL schemes of plain Redis brokers (Sentinel is not covered: taskkit has no transport for it).
 REDIS_SCHEMES = ("redis", "rediss")
 
@@ -140,62 +146,44 @@ def runs_stock_redis_transport(conf: Mapping[str, Any]) -> bool:
     """True when a Redis broker runs kombu's own Redis transport (not taskkit's)."""
     if not is_redis_broker(conf):
         return False
-    return transport_path(conf) == "kombu.transport.redis:Transport"
+    return transport_path(conf) == STOCK_REDIS_TRANSPORT
 
 
 def uses_taskkit_transport(conf: Mapping[str, Any]) -> bool:
     return "taskkit.transport" in transport_modules(conf)
 
 
-def use_safe_transport(app: Any) -> bool:
-    """Make ``app`` use taskkit's transport if its broker is Redis and no transport was chosen.
+def use_safe_transport() -> bool:
+    """Point kombu's ``redis`` and ``rediss`` aliases at taskkit's transport (this process).
 
-    Returns whether it changed the transport. An explicit ``broker_transport``
-    (``CELERY_BROKER_TRANSPORT``) is always kept.
-
-    kombu gives a ``rediss://`` URL TLS only when the transport comes from the scheme: with an
-    import path as the transport and no ``broker_use_ssl`` it would connect in plain text. So when
-    taskkit's transport serves a ``rediss://`` URL without ``broker_use_ssl``, this sets what kombu
-    would have used (``ssl_cert_reqs=CERT_NONE``) and warns as kombu does; set
-    ``CELERY_BROKER_USE_SSL`` to verify the server's certificate.
+    An alias that no longer names kombu's own Redis transport (changed by someone else) is left
+    alone. Returns whether anything changed. Idempotent.
     """
-    conf = app.conf
-    changed = False
-    if not _conf_get(conf, "broker_transport") and is_redis_broker(conf):
-        conf.broker_transport = SAFE_TRANSPORT
-        changed = True
-        logger.debug("taskkit: Celery app %r uses %s (Redis broker)", app.main, SAFE_TRANSPORT)
-    secure = any(scheme(url) == "rediss" for url in broker_urls(conf))
-    if secure and not _conf_get(conf, "broker_use_ssl") and uses_taskkit_transport(conf):
-        import ssl
+    from kombu import transport
 
-        logger.warning(
-            "taskkit: the broker URL is rediss:// without CELERY_BROKER_USE_SSL: TLS without "
-            "certificate verification (kombu's own default). Set CELERY_BROKER_USE_SSL = "
-            "{'ssl_cert_reqs': ssl.CERT_REQUIRED, 'ssl_ca_certs': ...} to verify the server."
-        )
-        conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
+    changed = False
+    for alias in REDIS_SCHEMES:
+        if transport.TRANSPORT_ALIASES.get(alias) == STOCK_REDIS_TRANSPORT:
+            transport.TRANSPORT_ALIASES[alias] = SAFE_TRANSPORT
+            # kombu caches resolved classes by name (get_transport_cls): forget kombu's class.
+            cache = getattr(transport, "_transport_cache", None)
+            if isinstance(cache, dict):
+                cache.pop(alias, None)
+            changed = True
+    if changed:
+        logger.debug("taskkit: redis:// and rediss:// brokers use %s", SAFE_TRANSPORT)
     return changed
 
 
-def _on_worker_init(sender: Any = None, **kwargs: Any) -> None:
-    app = getattr(sender, "app", None)
-    if app is not None:
-        use_safe_transport(app)
-
-
 def connect() -> None:
-    """Use the safe transport for the current app now, and for every worker's app at start."""
-    from celery import current_app
-    from celery.signals import worker_init
-
-    use_safe_transport(current_app._get_current_object())
-    worker_init.connect(_on_worker_init, weak=False, dispatch_uid="taskkit.broker.worker_init")
+    """Called by ``TaskkitConfig.ready()``."""
+    use_safe_transport()
 
 
 __all__ = [
     "REDIS_SCHEMES",
     "SAFE_TRANSPORT",
+    "STOCK_REDIS_TRANSPORT",
     "broker_urls",
     "connect",
     "is_redis_broker",

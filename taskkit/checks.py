@@ -487,8 +487,8 @@ def redis_transport_messages(conf: Mapping[str, Any]) -> list[checks.CheckMessag
             f"Remove CELERY_BROKER_TRANSPORT (taskkit then uses {broker.SAFE_TRANSPORT} for "
             "redis:// and rediss:// brokers) or set it to that"
         )
-    else:  # taskkit chooses for the app current when Django starts, and for every worker's app
-        how = "the broker URL's scheme, in an app taskkit did not configure"
+    else:  # taskkit re-points kombu's redis/rediss aliases in its AppConfig.ready()
+        how = "the broker URL's scheme; kombu's 'redis' alias was not re-pointed at taskkit's"
         fix = f"Set CELERY_BROKER_TRANSPORT = {broker.SAFE_TRANSPORT!r}"
     return [
         checks.Warning(

@@ -19,7 +19,7 @@ from tests.testapp import tasks
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(150)]
 
 SAFE_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "taskkit.transport:Transport"}
-STOCK_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "redis"}  # kombu's own, by its alias
+STOCK_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "kombu.transport.redis:Transport"}
 
 #: For scenarios with a backlog: the fault profile's TASKKIT_REQUEUE_AFTER (4 s) is shorter than
 #: the backlog takes to drain, so the relay would re-publish every still-queued run every 4 s (and

@@ -1,77 +1,85 @@
-"""taskkit.broker: Redis brokers get taskkit's transport unless the project chose one."""
+"""taskkit.broker: redis:// and rediss:// brokers get taskkit's transport unless the project
+names another; other schemes keep theirs."""
 
 import ssl
 
 import pytest
 from celery import Celery
+from kombu import Connection
 
 from taskkit import broker
 
 SAFE = "taskkit.transport:Transport"
-UNVERIFIED = {"ssl_cert_reqs": ssl.CERT_NONE}
+STOCK = "kombu.transport.redis:Transport"
 
 pytestmark = pytest.mark.timeout(30)
 
 
+def transport_of(app: Celery, write: bool = False) -> str:
+    opener = app.connection_for_write if write else app.connection_for_read
+    with opener() as connection:
+        cls = type(connection.transport)
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+
 @pytest.mark.parametrize(
-    ("settings", "changed", "transport", "use_ssl"),
+    ("settings", "expected"),
     [
-        ({"broker_url": "redis://h:6379/0"}, True, SAFE, False),
-        ({"broker_url": "redis://a:6379/0;redis://b:6379/0"}, True, SAFE, False),  # failover
-        ({"broker_url": ["redis://a/0", "redis://b/0"]}, True, SAFE, False),
-        # rediss:// keeps the TLS kombu would have given it (with an import path it gives none)
-        ({"broker_url": "rediss://h:6380/0"}, True, SAFE, UNVERIFIED),
-        (
-            {"broker_url": "rediss://h:6380/0", "broker_use_ssl": {"ssl_ca_certs": "/ca.pem"}},
-            True,
-            SAFE,
-            {"ssl_ca_certs": "/ca.pem"},
-        ),
-        # the project's choice is kept, even kombu's own transport (check W010 warns then)
-        ({"broker_url": "redis://h/0", "broker_transport": "redis"}, False, "redis", False),
-        ({"broker_url": "rediss://h/0", "broker_transport": SAFE}, False, SAFE, UNVERIFIED),
-        # not (only) Redis: untouched
-        ({"broker_url": "amqp://h//"}, False, None, False),
-        ({"broker_url": "sentinel://h:26379"}, False, None, False),
-        ({"broker_url": "redis://a/0", "broker_read_url": "amqp://b//"}, False, None, False),
-        ({"broker_url": "memory://"}, False, None, False),
+        ({"broker_url": "redis://h:6379/0"}, SAFE),
+        ({"broker_url": "rediss://h:6380/0"}, SAFE),
+        ({"broker_url": "redis://a:6379/0;redis://b:6379/0"}, SAFE),  # failover
+        ({"broker_url": "redis://h/0", "broker_transport": "redis"}, SAFE),  # the alias
+        ({"broker_url": "redis://h/0", "broker_transport": SAFE}, SAFE),
+        # the project's explicit choice of kombu's own class is kept (check W010 warns)
+        ({"broker_url": "redis://h/0", "broker_transport": STOCK}, STOCK),
+        # other schemes keep their transport
+        ({"broker_url": "amqp://h//"}, "kombu.transport.pyamqp:Transport"),
+        ({"broker_url": "memory://"}, "kombu.transport.memory:Transport"),
+        ({"broker_url": "sentinel://h:26379"}, "kombu.transport.redis:SentinelTransport"),
     ],
 )
-def test_use_safe_transport(settings, changed, transport, use_ssl):
+def test_the_transport_each_broker_gets(settings, expected):
+    """taskkit re-pointed kombu's redis/rediss aliases when Django started (AppConfig.ready)."""
     app = Celery("t", set_as_current=False)
     app.conf.update(settings)
-    assert broker.use_safe_transport(app) is changed
-    assert app.conf.broker_transport == transport
-    assert app.conf.broker_use_ssl == use_ssl
-    assert broker.use_safe_transport(app) is False  # idempotent
+    assert transport_of(app) == expected
+
+
+def test_an_app_that_switches_broker_gets_the_new_schemes_transport():
+    """Nothing is pinned in the app's configuration: redis:// → taskkit's, amqp:// → AMQP."""
+    app = Celery("t", set_as_current=False)
+    app.conf.broker_url = "redis://h/0"
+    assert transport_of(app) == SAFE
+    app.conf.broker_url = "amqp://h//"
+    assert transport_of(app) == "kombu.transport.pyamqp:Transport"
 
 
 def test_an_environment_broker_url_counts(monkeypatch):
-    """Celery reads CELERY_BROKER_URL from the environment; so does taskkit."""
+    """Celery reads CELERY_BROKER_URL from the environment, overriding the setting."""
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://env-host:6379/3")
     app = Celery("t", set_as_current=False)
-    assert broker.use_safe_transport(app) is True
-    with app.connection_for_write() as connection:
-        assert connection.hostname == "env-host"
+    app.conf.broker_url = "amqp://h//"
+    assert transport_of(app, write=True) == SAFE
+
+
+def test_rediss_keeps_kombus_tls_default():
+    """kombu gives a rediss:// URL TLS from the alias name; taskkit's transport keeps it."""
+    with Connection("rediss://h:6380/0") as connection:
         assert type(connection.transport).__module__ == "taskkit.transport"
+        assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_NONE}
+    with Connection("rediss://h:6380/0", ssl={"ssl_ca_certs": "/ca.pem"}) as connection:
+        assert connection.ssl == {"ssl_ca_certs": "/ca.pem"}
 
 
-def test_a_rediss_connection_through_taskkits_transport_uses_tls():
-    """The TLS settings reach the redis-py connection pool kombu builds (no server needed)."""
-    app = Celery("t", set_as_current=False)
-    app.conf.broker_url = "rediss://h:6380/0"
-    broker.use_safe_transport(app)
-    with app.connection_for_read() as connection:
-        channel_cls = connection.transport.Channel
-        assert connection.ssl == UNVERIFIED
-        assert channel_cls.connection_class_ssl is not None
+def test_use_safe_transport_is_idempotent_and_respects_other_choices(monkeypatch):
+    from kombu import transport
 
-
-def test_a_worker_app_is_configured_at_worker_init():
-    """An app that was not current when Django started is configured when its worker starts."""
-    from celery.signals import worker_init
-
-    app = Celery("t", set_as_current=False)
-    app.conf.broker_url = "redis://h/0"
-    worker_init.send(sender=type("FakeWorker", (), {"app": app})())
-    assert app.conf.broker_transport == SAFE
+    assert broker.use_safe_transport() is False  # done at Django start
+    assert transport.TRANSPORT_ALIASES["redis"] == SAFE
+    monkeypatch.setitem(transport.TRANSPORT_ALIASES, "redis", STOCK)
+    monkeypatch.setitem(transport.TRANSPORT_ALIASES, "rediss", "someone.else:Transport")
+    monkeypatch.setitem(transport._transport_cache, "redis", object)
+    assert broker.use_safe_transport() is True
+    assert transport.TRANSPORT_ALIASES["redis"] == SAFE
+    assert transport.TRANSPORT_ALIASES["rediss"] == "someone.else:Transport"  # not kombu's: kept
+    assert "redis" not in transport._transport_cache  # the stale class is forgotten
