@@ -149,10 +149,6 @@ def runs_stock_redis_transport(conf: Mapping[str, Any]) -> bool:
     return transport_path(conf) == STOCK_REDIS_TRANSPORT
 
 
-def uses_taskkit_transport(conf: Mapping[str, Any]) -> bool:
-    return "taskkit.transport" in transport_modules(conf)
-
-
 def use_safe_transport() -> bool:
     """Point kombu's ``redis`` and ``rediss`` aliases at taskkit's transport (this process).
 
@@ -190,6 +186,5 @@ __all__ = [
     "runs_stock_redis_transport",
     "transport_path",
     "use_safe_transport",
-    "uses_taskkit_transport",
     "visibility_timeout",
 ]
