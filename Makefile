@@ -4,6 +4,8 @@
 #                                (the soak runs TASKKIT_SOAK_RUNS=5000 runs, bound TASKKIT_SOAK_SECONDS)
 #   make demo                    the demo project with web + worker under honcho
 #   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
+#   make install-check           the wheel alone in a fresh virtualenv + the README's Install section
+#                                in a scratch project, one task through a real worker (Redis db 14)
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
 
 PYTHON ?= python3
@@ -12,7 +14,7 @@ DJANGO ?=
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 STAMP = $(VENV)/.installed-$(subst /,_,$(subst >,gt,$(subst <,lt,$(subst =,eq,$(DJANGO)))))
 
-.PHONY: test test-faults demo lint venv clean bench
+.PHONY: test test-faults demo lint venv clean bench install-check
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check taskkit
 	PYTHONPATH=. $(VENV)/bin/mypy
+
+install-check:
+	PYTHON=$(PYTHON) bash .ci/install-check
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)

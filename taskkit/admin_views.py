@@ -169,7 +169,10 @@ def discard_action(
 
 
 class MatchingActionView(TemplateView):
-    """Retry or discard every run matching the changelist's current filter, not just one page."""
+    """Retry or discard every run matching the changelist's current filter, not just one page.
+
+    Needs the admin's view permission (as the changelist does) and the verb's own permission.
+    """
 
     model_admin: Any = None
     verbs = {"retry": "has_retry_permission", "discard": "has_discard_permission"}
@@ -178,6 +181,10 @@ class MatchingActionView(TemplateView):
         verb = kwargs["verb"]
         if verb not in self.verbs:
             raise Http404(f"unknown action {verb!r}")
+        # The page counts the runs matching any filter or search: without the view permission
+        # it would tell a user who may not see runs whether a key or task exists.
+        if not self.model_admin.has_view_permission(request):
+            raise PermissionDenied
         if not getattr(self.model_admin, self.verbs[verb])(request):
             raise PermissionDenied
         try:

@@ -1,4 +1,5 @@
-"""Django app configuration for taskkit: connects the default logging and registers the checks."""
+"""Django app configuration for taskkit: connects the default logging, registers the checks and
+makes Redis brokers use taskkit's transport unless the project chose one (``taskkit.broker``)."""
 
 from django.apps import AppConfig
 
@@ -9,7 +10,8 @@ class TaskkitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signal_handlers
+        from . import broker, checks, signal_handlers
 
         signal_handlers.connect()
         checks.register()
+        broker.connect()

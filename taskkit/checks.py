@@ -21,12 +21,11 @@ import tenacity
 from django.apps import apps
 from django.core import checks
 
+from . import broker
+
 logger = logging.getLogger("taskkit.checks")
 
 PICKLE = {"pickle", "application/x-python-serialize"}
-#: Transports that redeliver an unacknowledged message after ``visibility_timeout``.
-VISIBILITY_TIMEOUT_TRANSPORTS = ("redis", "rediss", "sentinel", "sqs")
-DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 #: A task with no time limit, or a limit at least this long, counts as long for prefetching.
 LONG_TASK_SECONDS = 60.0
 REDIS_PROBE_TIMEOUT = 0.4
@@ -150,13 +149,13 @@ def eager_messages(conf: Mapping[str, Any], *, under_tests: bool) -> list[checks
 
 
 def visibility_timeout(conf: Mapping[str, Any]) -> float | None:
-    """The broker's redelivery timeout, or ``None`` for a transport that has none (AMQP)."""
-    url = str(conf.get("broker_url") or "")
-    transport = conf.get("broker_transport") or url.split("://", 1)[0]
-    if not str(transport).startswith(VISIBILITY_TIMEOUT_TRANSPORTS):
-        return None
-    options = conf.get("broker_transport_options") or {}
-    return float(options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT))
+    """The broker's redelivery timeout, or ``None`` for a transport that has none (AMQP).
+
+    Read from ``broker_transport_options`` whatever transport class serves the broker: an alias
+    (``redis``, ``sqs``), kombu's class by URL scheme, or an import path to a subclass (taskkit's
+    ``taskkit.transport:Transport``). See ``taskkit.broker.visibility_timeout``.
+    """
+    return broker.visibility_timeout(conf)
 
 
 def max_attempts(stop: Any) -> int | None:
@@ -231,31 +230,53 @@ def policy_longest_wait(policy: Any) -> float | None:
 
 
 def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from .conf import settings
+
     app = celery_app()
-    return visibility_timeout_messages(app.conf, reliable_tasks(app))
+    return visibility_timeout_messages(
+        app.conf, reliable_tasks(app), eta_max=settings.ETA_MAX_SECONDS
+    )
+
+
+def _some(names: list[str]) -> str:
+    more = len(names) - 3
+    return ", ".join(names[:3]) + (f" and {more} more" if more > 0 else "")
 
 
 def visibility_timeout_messages(
-    conf: Mapping[str, Any], tasks: Iterable[Any]
+    conf: Mapping[str, Any], tasks: Iterable[Any], *, eta_max: float
 ) -> list[checks.CheckMessage]:
+    """W002: delays that travel as ETA messages outlive the visibility timeout; W003: attempts do.
+
+    A countdown or retry wait longer than ``eta_max`` (``TASKKIT_ETA_MAX_SECONDS``) waits in the
+    ledger and the relay publishes it when due, so only waits in (``timeout``, ``eta_max``] are
+    held by the broker long enough to be delivered again: none when ``eta_max <= timeout``.
+    """
     timeout = visibility_timeout(conf)
     if timeout is None:
         return []
+    tasks = list(tasks)
     messages: list[checks.CheckMessage] = []
-    for task in tasks:
-        wait = policy_longest_wait(task.policy)
-        if wait is not None and wait > timeout:
-            messages.append(
-                checks.Warning(
-                    f"{task.name}: a retry can wait {wait:.0f} s, longer than the broker's "
-                    f"visibility_timeout ({timeout:.0f} s): the delayed message is delivered "
-                    "again every visibility_timeout until it is due.",
-                    hint="Cap the wait below the timeout (e.g. wait_exponential_jitter(max=…)) "
-                    "or raise CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'].",
-                    obj=task.name,
-                    id="taskkit.W002",
-                )
+    if eta_max > timeout:
+        exposed = []
+        for task in tasks:
+            wait = policy_longest_wait(task.policy)
+            if wait is not None and wait > timeout:
+                exposed.append(task.name)
+        retries = f" Retry waits of {_some(exposed)} can fall there." if exposed else ""
+        messages.append(
+            checks.Warning(
+                f"TASKKIT_ETA_MAX_SECONDS ({eta_max:.0f} s) is longer than the broker's "
+                f"visibility_timeout ({timeout:.0f} s): a countdown or retry wait between the two "
+                "travels as an ETA message, which the broker delivers again every "
+                f"visibility_timeout until it is due.{retries}",
+                hint="Lower TASKKIT_ETA_MAX_SECONDS below the timeout (longer waits then wait in "
+                "the ledger and the relay publishes them when due), or raise "
+                "CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'].",
+                id="taskkit.W002",
             )
+        )
+    for task in tasks:
         limit = task.time_limit or conf.get("task_time_limit")
         if limit and float(limit) > timeout:
             messages.append(
@@ -449,6 +470,37 @@ def db_reuse_messages(conf: Mapping[str, Any], vendor: str) -> list[checks.Check
     ]
 
 
+# -- taskkit.W010: kombu's own Redis transport --------------------------------------------------
+
+
+def check_redis_transport(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    return redis_transport_messages(celery_app().conf)
+
+
+def redis_transport_messages(conf: Mapping[str, Any]) -> list[checks.CheckMessage]:
+    if not broker.runs_stock_redis_transport(conf):
+        return []
+    chosen = conf.get("broker_transport")
+    if chosen:
+        how = f"CELERY_BROKER_TRANSPORT = {chosen!r}"
+        fix = (
+            f"Remove CELERY_BROKER_TRANSPORT (taskkit then uses {broker.SAFE_TRANSPORT} for "
+            "redis:// and rediss:// brokers) or set it to that"
+        )
+    else:  # taskkit re-points kombu's redis/rediss aliases in its AppConfig.ready()
+        how = "the broker URL's scheme; kombu's 'redis' alias was not re-pointed at taskkit's"
+        fix = f"Set CELERY_BROKER_TRANSPORT = {broker.SAFE_TRANSPORT!r}"
+    return [
+        checks.Warning(
+            f"The Redis broker runs kombu's own transport (chosen by {how}): one queue entry "
+            "that is not JSON stops every worker that pops it ('Unrecoverable error: "
+            "JSONDecodeError'), and anything that can write to Redis can push one.",
+            hint=f"{fix}: it logs and drops such an entry and the worker goes on.",
+            id="taskkit.W010",
+        )
+    ]
+
+
 def register() -> None:
     """Register the checks (called by ``TaskkitConfig.ready()``)."""
     for check in (
@@ -456,6 +508,7 @@ def register() -> None:
         check_installed_apps,
         check_eager,
         check_visibility_timeout,
+        check_redis_transport,
         check_prefetch,
         check_result_backend,
         check_publish_timeouts,

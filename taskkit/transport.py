@@ -13,11 +13,14 @@ business and propagates as before. JSON that is not a Celery message is already 
 Celery and kombu. A real run is never lost this way: a message only says "look at run X", and
 the relay re-publishes any run whose message went missing.
 
-Use it for Redis brokers (``redis://`` and ``rediss://`` URLs)::
+taskkit uses it for Redis brokers without being asked: when Django starts, ``taskkit.broker``
+points kombu's ``redis`` and ``rediss`` aliases at it, so every ``redis://`` / ``rediss://``
+broker URL gets it. Naming it explicitly also works::
 
     CELERY_BROKER_TRANSPORT = "taskkit.transport:Transport"   # Django settings, namespace CELERY
 
-or ``app.conf.broker_transport = "taskkit.transport:Transport"``. The broker URL stays as it is.
+``CELERY_BROKER_TRANSPORT = "kombu.transport.redis:Transport"`` asks for kombu's own transport
+(check ``taskkit.W010`` warns).
 """
 
 from __future__ import annotations

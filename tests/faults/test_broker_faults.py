@@ -19,6 +19,7 @@ from tests.testapp import tasks
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(150)]
 
 SAFE_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "taskkit.transport:Transport"}
+STOCK_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "kombu.transport.redis:Transport"}
 
 #: For scenarios with a backlog: the fault profile's TASKKIT_REQUEUE_AFTER (4 s) is shorter than
 #: the backlog takes to drain, so the relay would re-publish every still-queued run every 4 s (and
@@ -205,9 +206,10 @@ MALFORMED = [
 
 
 def test_17_stock_kombu_worker_dies_on_a_non_json_entry(cluster):
-    """The problem, reproduced: with kombu's own Redis transport, one non-JSON entry stops the
-    worker and the entry is gone. (If this starts failing, kombu fixed it: revisit
-    taskkit.transport.)"""
+    """The problem, reproduced: with kombu's own Redis transport (asked for explicitly: taskkit
+    uses its own for Redis brokers otherwise), one non-JSON entry stops the worker and the entry
+    is gone. (If this starts failing, kombu fixed it: revisit taskkit.transport.)"""
+    cluster.env.update(STOCK_TRANSPORT)
     worker = cluster.start_worker()
     redis.Redis(port=cluster.broker.port).lpush("celery", b"this is not json")
     assert worker.process is not None

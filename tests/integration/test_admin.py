@@ -406,3 +406,37 @@ def test_unknown_run_id_search_finds_nothing(client, operator):
     make_runs(2)
     page = client.get(LIST, {"q": str(uuid.uuid4())}).content.decode()
     assert 'class="taskkit-state"' not in page
+
+
+@pytest.mark.parametrize(
+    ("perms", "model", "verb", "status"),
+    [
+        # the verb's permission alone is not enough: the page would count runs for a non-viewer
+        (("retry_taskrun",), "taskrun", "retry", 403),
+        (("discard_taskrun",), "taskrun", "discard", 403),
+        (("retry_taskrun", "discard_taskrun"), "failedrun", "retry", 403),
+        (("view_taskrun",), "taskrun", "retry", 403),
+        (("view_taskrun",), "taskrun", "discard", 403),
+        (("view_taskrun", "retry_taskrun"), "taskrun", "discard", 403),
+        # the failed-runs list needs its own view permission, like its changelist
+        (("view_taskrun", "retry_taskrun"), "failedrun", "retry", 403),
+        (("view_taskrun", "retry_taskrun"), "taskrun", "retry", 200),
+        (("view_taskrun", "discard_taskrun"), "taskrun", "discard", 200),
+        (("view_failedrun", "retry_taskrun"), "failedrun", "retry", 200),
+    ],
+)
+def test_matching_views_need_the_view_permission(client, perms, model, verb, status):
+    """The "all matching" pages need view permission and the verb's; a refused user learns
+    nothing about which runs exist and changes nothing."""
+    staff(client, *perms)
+    make_runs(1, idempotency_key="secret-key")
+    make_runs(2, task_name="shop.other")  # not matched by the search: never touched
+    url = reverse(f"admin:taskkit_{model}_matching", args=[verb]) + "?q=secret-key"
+    page = client.get(url)
+    assert page.status_code == status
+    assert ('<strong class="taskkit-count">' in page.content.decode()) == (status == 200)
+    posted = client.post(url, {"reason": "because"})
+    assert posted.status_code == (302 if status == 200 else 403)
+    changed = TaskRun.objects.exclude(state=RunState.FAILED).count()
+    assert changed == (1 if status == 200 else 0)
+    assert LogEntry.objects.count() == changed

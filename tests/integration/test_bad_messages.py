@@ -41,3 +41,15 @@ def test_malformed_json_messages_do_not_crash_the_worker(worker, clean_broker, r
     clean_broker.lpush("celery", raw)
     assert finished(tasks.record.delay("after-malformed").id).state == RunState.SUCCEEDED
     assert worker.alive
+
+
+@pytest.mark.parametrize("raw", [b"this is not json", b"\xff\xfe not utf-8"], ids=["text", "bytes"])
+def test_a_non_json_entry_does_not_stop_a_worker_with_default_settings(worker, clean_broker, raw):
+    """tests/settings.py chooses no broker transport, as the README's Install section: taskkit
+    uses its own for the Redis broker, which logs and drops the entry (kombu's would exit)."""
+    dropped = "ERROR/MainProcess] taskkit: dropped an entry from a Redis queue"
+    before = worker.log().count(dropped)
+    clean_broker.lpush("celery", raw)
+    assert finished(tasks.record.delay("after-non-json").id).state == RunState.SUCCEEDED
+    assert worker.alive, worker.log()[-3000:]
+    assert worker.log().count(dropped) == before + 1

@@ -5,7 +5,6 @@ import io
 
 import pytest
 from django.core.management import call_command
-from django.test import override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,7 +18,17 @@ RECORD = "tests.testapp.tasks.record"
 ALWAYS_FAILS = "tests.testapp.tasks.always_fails"
 
 
+TOKEN = "test-metrics-token"
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(settings):
+    """Scrapes in this module authenticate with a bearer token unless a test says otherwise."""
+    settings.TASKKIT_METRICS_TOKEN = TOKEN
+
+
 def scrape(client, **headers):
+    headers.setdefault("HTTP_AUTHORIZATION", f"Bearer {TOKEN}")
     response = client.get("/metrics", **headers)
     assert response.status_code == 200, response.content
     samples = {}
@@ -89,12 +98,80 @@ def test_metrics_queries_are_few(client, django_assert_max_num_queries, ledger_w
         scrape(client)
 
 
-@override_settings(TASKKIT_METRICS_TOKEN="s3cret")
-def test_metrics_token(client):
-    """With TASKKIT_METRICS_TOKEN set, a scrape needs the bearer token."""
-    assert client.get("/metrics").status_code == 401
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+@pytest.fixture
+def users(django_user_model):
+    """Users by role; view permission is the admin's 'Can view task run'."""
+    from django.contrib.auth.models import Permission
+
+    view = Permission.objects.get(content_type__app_label="taskkit", codename="view_taskrun")
+    made = {
+        "staff_viewer": django_user_model.objects.create_user("viewer", is_staff=True),
+        "staff_without_permission": django_user_model.objects.create_user("blind", is_staff=True),
+        "viewer_not_staff": django_user_model.objects.create_user("outsider"),
+        "superuser": django_user_model.objects.create_superuser("root", password="x"),
+    }
+    made["staff_viewer"].user_permissions.add(view)
+    made["viewer_not_staff"].user_permissions.add(view)
+    return made
+
+
+@pytest.mark.parametrize(
+    ("token", "public", "user", "authorization", "status"),
+    [
+        # nothing configured: strangers are refused (the default)
+        ("", False, None, None, 401),
+        ("", False, None, "Bearer ", 401),
+        # a token
+        ("s3cret", False, None, None, 401),
+        ("s3cret", False, None, "Bearer wrong", 401),
+        ("s3cret", False, None, "Bearer s3cret-and-more", 401),
+        ("s3cret", False, None, "Basic s3cret", 401),
+        ("s3cret", False, None, "Bearer s3cret", 200),
+        ("s3cret", False, None, "bearer  s3cret ", 200),  # the scheme is case-insensitive
+        # logged-in users
+        ("", False, "staff_viewer", None, 200),
+        ("", False, "superuser", None, 200),
+        ("", False, "staff_without_permission", None, 403),
+        ("", False, "viewer_not_staff", None, 403),
+        ("s3cret", False, "staff_without_permission", "Bearer s3cret", 200),
+        ("s3cret", False, "staff_without_permission", "Bearer wrong", 401),
+        # public on purpose
+        ("", True, None, None, 200),
+        ("s3cret", True, None, "Bearer wrong", 200),
+    ],
+)
+def test_who_may_read_the_metrics(
+    client, settings, users, token, public, user, authorization, status
+):
+    """Refused unless the bearer token matches, the user is staff with the view permission, or
+    TASKKIT_METRICS_PUBLIC is on: 401 with a Bearer challenge, 403 for a user without it."""
+    settings.TASKKIT_METRICS_TOKEN = token
+    settings.TASKKIT_METRICS_PUBLIC = public
+    if user:
+        client.force_login(users[user])
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization is not None else {}
+    response = client.get("/metrics", **headers)
+    assert response.status_code == status, response.content
+    if status == 200:
+        assert b"taskkit_runs" in response.content
+    else:
+        assert b"taskkit_runs" not in response.content
+        assert b"TASKKIT_METRICS_TOKEN" in response.content  # says how to get in
+    if status == 401:
+        assert response["WWW-Authenticate"].startswith('Bearer realm="taskkit metrics"')
+        assert ('error="invalid_token"' in response["WWW-Authenticate"]) == (
+            authorization is not None and authorization.lower().startswith("bearer")
+        )
+    else:
+        assert not response.has_header("WWW-Authenticate")
+
+
+def test_a_refused_scrape_runs_no_query(client, settings, django_assert_num_queries):
+    """An anonymous scrape is refused before the ledger is read (no GROUP BY for strangers)."""
+    settings.TASKKIT_METRICS_TOKEN = "s3cret"
+    with django_assert_num_queries(0):
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code == 401
+        assert client.get("/metrics").status_code == 401
 
 
 def test_taskkit_status_prints_the_same_figures(ledger_with_history):

@@ -23,6 +23,7 @@ from tenacity import (
 from taskkit import checks
 from taskkit.embedded_redis import EmbeddedRedis
 from taskkit.policy import make_policy
+from taskkit.transport import Transport as SafeTransport
 from tests.celery_app import app
 
 pytestmark = pytest.mark.timeout(30)
@@ -144,36 +145,128 @@ def test_stop_bounds(stop, attempts, delay):
     assert checks.max_delay(stop) == delay
 
 
-def test_a_retry_wait_beyond_the_visibility_timeout_is_flagged():
-    """A wait that can exceed Redis' visibility_timeout is taskkit.W002, naming the task."""
-    tasks = [
-        FakeTask("slow.retry", wait=wait_exponential(multiplier=60, max=7200), stop=10),
-        FakeTask("ok.retry", wait=wait_exponential(multiplier=60, max=7200), stop=3),
-        FakeTask("default"),
-        FakeTask("custom", wait=lambda state: 10_000),
-    ]
-    messages = checks.visibility_timeout_messages(GOOD, tasks)
-    assert ids(messages) == ["taskkit.W002"]
-    assert messages[0].obj == "slow.retry" and "7200 s" in messages[0].msg
-    # a shorter timeout catches the 120 s wait of ok.retry too
-    short = conf(broker_transport_options={"visibility_timeout": 100})
-    assert [m.obj for m in checks.visibility_timeout_messages(short, tasks)] == [
-        "slow.retry",
-        "ok.retry",
-    ]
+SLOW_RETRY = FakeTask("slow.retry", wait=wait_exponential(multiplier=60, max=7200), stop=10)
+SHORT_RETRY = FakeTask("short.retry", wait=wait_fixed(30), stop=3)
+CUSTOM_RETRY = FakeTask("custom.retry", wait=lambda state: 10_000)
+SAFE = "taskkit.transport:Transport"
 
 
-def test_a_time_limit_beyond_the_visibility_timeout_is_flagged():
-    """A hard time limit longer than visibility_timeout is taskkit.W003 (task or global)."""
-    tasks = [FakeTask("long", time_limit=7200), FakeTask("short", time_limit=60)]
-    assert ids(checks.visibility_timeout_messages(GOOD, tasks)) == ["taskkit.W003"]
-    everything = conf(task_time_limit=5000)
-    assert len(checks.visibility_timeout_messages(everything, [FakeTask("x")])) == 1
+@pytest.mark.parametrize(
+    ("settings", "timeout"),
+    [
+        ({}, 3600),  # redis:// by URL scheme, kombu's default
+        ({"broker_url": "rediss://h:6380/0"}, 3600),
+        ({"broker_transport": SAFE}, 3600),  # taskkit's transport, chosen by import path
+        ({"broker_transport": SAFE, "broker_transport_options": {"visibility_timeout": 90}}, 90),
+        ({"broker_transport": "redis", "broker_transport_options": {"visibility_timeout": 5}}, 5),
+        ({"broker_transport": "tests.unit.test_checks:SubclassOfSafe"}, 3600),
+        ({"broker_url": "sentinel://h:26379"}, 3600),
+        ({"broker_url": "sqs://", "broker_transport_options": {}}, 1800),  # kombu's SQS default
+        ({"broker_url": "amqp://h//"}, None),
+        (
+            {"broker_url": "pyamqp://h//", "broker_transport_options": {"visibility_timeout": 9}},
+            None,
+        ),
+        ({"broker_url": "redis://h/0", "broker_transport": "pyamqp"}, None),  # transport wins
+        ({"broker_transport": "no.such.module:Transport"}, None),  # cannot be imported
+        ({"broker_url": "memory://"}, None),
+    ],
+)
+def test_visibility_timeout_whatever_the_transport_class(settings, timeout):
+    """The timeout comes from broker_transport_options for every Redis-like transport class,
+    however it is chosen (URL scheme, alias, import path, subclass); AMQP has none."""
+    assert checks.visibility_timeout(conf(**settings)) == timeout
 
 
-def test_amqp_has_no_visibility_timeout():
-    tasks = [FakeTask("long", time_limit=99999)]
-    assert checks.visibility_timeout_messages(conf(broker_url="amqp://h//"), tasks) == []
+class SubclassOfSafe(SafeTransport):
+    """A project's own subclass of taskkit's transport (resolved by import path in a test)."""
+
+
+@pytest.mark.parametrize(
+    ("settings", "eta_max", "tasks", "expected", "named"),
+    [
+        # default ETA max (60 s) below the timeout: long waits wait in the ledger, nothing at risk
+        ({}, 60, [SLOW_RETRY, CUSTOM_RETRY], [], []),
+        # the same with taskkit's transport chosen by import path
+        ({"broker_transport": SAFE}, 60, [SLOW_RETRY], [], []),
+        # ETA max above the timeout: countdowns are at risk, and the slow task's retries
+        ({}, 7200, [SLOW_RETRY, SHORT_RETRY], ["taskkit.W002"], ["slow.retry"]),
+        ({"broker_transport": SAFE}, 7200, [SLOW_RETRY], ["taskkit.W002"], ["slow.retry"]),
+        # ... with no task that waits that long, still one warning (countdowns)
+        ({}, 7200, [SHORT_RETRY], ["taskkit.W002"], []),
+        # a short timeout, read from the options of taskkit's transport
+        (
+            {"broker_transport": SAFE, "broker_transport_options": {"visibility_timeout": 20}},
+            60,
+            [SLOW_RETRY, SHORT_RETRY],
+            ["taskkit.W002"],
+            ["slow.retry", "short.retry"],
+        ),
+        # ETA max equal to the timeout: a wait of exactly the timeout is not redelivered
+        ({}, 3600, [SLOW_RETRY], [], []),
+        # AMQP: no visibility timeout at all
+        ({"broker_url": "amqp://h//"}, 99_999, [SLOW_RETRY], [], []),
+    ],
+)
+def test_eta_waits_beyond_the_visibility_timeout(settings, eta_max, tasks, expected, named):
+    """W002 judges only what travels as an ETA message: waits up to TASKKIT_ETA_MAX_SECONDS."""
+    messages = checks.visibility_timeout_messages(conf(**settings), tasks, eta_max=eta_max)
+    assert ids(messages) == expected
+    for message in messages:
+        assert f"{eta_max:.0f} s" in message.msg and "TASKKIT_ETA_MAX_SECONDS" in message.hint
+        for name in named:
+            assert name in message.msg
+        assert "custom.retry" not in message.msg  # an unreadable strategy is not guessed at
+
+
+@pytest.mark.parametrize(
+    ("settings", "tasks", "flagged"),
+    [
+        ({}, [FakeTask("long", time_limit=7200), FakeTask("short", time_limit=60)], ["long"]),
+        ({"broker_transport": SAFE}, [FakeTask("long", time_limit=7200)], ["long"]),
+        ({"task_time_limit": 5000}, [FakeTask("x")], ["x"]),
+        (
+            {"broker_transport": SAFE, "broker_transport_options": {"visibility_timeout": 30}},
+            [FakeTask("a", time_limit=60), FakeTask("b", time_limit=20)],
+            ["a"],
+        ),
+        ({"broker_url": "amqp://h//"}, [FakeTask("long", time_limit=99999)], []),
+    ],
+)
+def test_a_time_limit_beyond_the_visibility_timeout_is_flagged(settings, tasks, flagged):
+    """A hard time limit (task or global) longer than visibility_timeout is taskkit.W003."""
+    messages = checks.visibility_timeout_messages(conf(**settings), tasks, eta_max=10)
+    assert ids(messages) == ["taskkit.W003"] * len(flagged)
+    assert [m.obj for m in messages] == flagged
+
+
+STOCK = "kombu.transport.redis:Transport"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected", "in_hint"),
+    [
+        # taskkit re-pointed kombu's redis/rediss aliases when Django started (see test_broker)
+        ({}, [], None),
+        ({"broker_url": "rediss://h:6380/0"}, [], None),
+        ({"broker_transport": "redis"}, [], None),
+        ({"broker_transport": SAFE}, [], None),
+        ({"broker_transport": "tests.unit.test_checks:SubclassOfSafe"}, [], None),
+        # kombu's own, by import path
+        ({"broker_transport": STOCK}, ["taskkit.W010"], "Remove CELERY_BROKER_TRANSPORT"),
+        ({"broker_url": "rediss://h/0", "broker_transport": STOCK}, ["taskkit.W010"], SAFE),
+        # not (only) Redis: nothing to say
+        ({"broker_url": "amqp://h//"}, [], None),
+        ({"broker_url": "sentinel://h:26379"}, [], None),  # taskkit has no Sentinel transport
+        ({"broker_url": "redis://a/0;amqp://b//", "broker_transport": STOCK}, [], None),
+    ],
+)
+def test_kombus_own_redis_transport_is_flagged(settings, expected, in_hint):
+    """W010: a Redis broker served by kombu's own transport, which dies on a non-JSON entry."""
+    messages = checks.redis_transport_messages(conf(**settings))
+    assert ids(messages) == expected
+    for message in messages:
+        assert "not JSON" in message.msg and in_hint in message.hint
 
 
 def test_prefetching_long_tasks_is_flagged():
@@ -267,11 +360,24 @@ def test_registered_checks_are_quiet_on_the_test_settings():
     assert django_checks.run_checks(tags=["taskkit"], include_deployment_checks=True) == []
 
 
+def test_the_test_app_runs_taskkits_transport_without_being_asked():
+    """tests/settings.py sets no CELERY_BROKER_TRANSPORT: taskkit's transport serves Redis."""
+    assert app.conf.broker_url.startswith("redis")
+    assert not app.conf.broker_transport
+    with app.connection_for_read() as connection:
+        assert type(connection.transport).__module__ == "taskkit.transport"
+
+
 def test_registered_checks_read_the_celery_app(app_conf):
     """manage.py check reports the project's Celery app's bad settings by id."""
-    app_conf(accept_content=["pickle", "json"], worker_prefetch_multiplier=8, task_acks_late=True)
+    app_conf(
+        accept_content=["pickle", "json"],
+        worker_prefetch_multiplier=8,
+        task_acks_late=True,
+        broker_transport=STOCK,
+    )
     found = sorted(ids(django_checks.run_checks(tags=["taskkit"])))
-    assert found == ["taskkit.E001", "taskkit.W004", "taskkit.W008"]
+    assert found == ["taskkit.E001", "taskkit.W004", "taskkit.W008", "taskkit.W010"]
 
 
 def test_check_deploy_does_not_hang_on_a_silent_broker(app_conf):
