@@ -100,15 +100,16 @@ def test_08_broker_blackholed_at_publish(any_cluster, report):
     row = settle(run_ids, report, cluster.broker.name, started)
     row.notes = f"slowest dispatch {max(seconds):.2f}s"
     print(row.scenario, "dispatch seconds", [round(s, 2) for s in seconds])
-    assert max(seconds) < BLACKHOLE_BOUND, seconds
+    assert max(seconds) < BLACKHOLE_BOUND[cluster.broker.name], seconds
     assert_nothing_lost(row)
 
 
 #: Longest a commit may wait on a blackholed broker: one socket timeout, not a hang. Redis: the
 #: transport's ``socket_timeout`` (5 s in the test settings and taskkit's default); RabbitMQ:
 #: py-amqp's ``connect_timeout``, which covers the AMQP handshake (Celery's
-#: ``broker_connection_timeout``, 4 s). Measured: 5.0 s and 4.0 s.
-BLACKHOLE_BOUND = 6.0
+#: ``broker_connection_timeout``, 4 s). Measured: 5.0 s and 4.0 s. The bound is that timeout plus
+#: 2.5 s of slack for a busy machine: still below two timeouts, far below a hang (> 40 s).
+BLACKHOLE_BOUND = {"redis": 5.0 + 2.5, "rabbitmq": 4.0 + 2.5}
 
 
 @pytest.mark.timeout(300)
