@@ -1,7 +1,8 @@
 # taskkit — the two commands of the README, plus lint.
 #   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
-#                                (the soak runs TASKKIT_SOAK_RUNS=5000 runs, bound TASKKIT_SOAK_SECONDS)
+#                                (the soak: TASKKIT_SOAK_RUNS=5000 runs, TASKKIT_SOAK_KILLS whole-worker
+#                                kills (default 1 per 100 runs, 5..20), bound TASKKIT_SOAK_SECONDS)
 #   make demo                    the demo project with web + worker under honcho
 #   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
