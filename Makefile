@@ -1,7 +1,8 @@
 # taskkit — the two commands of the README, plus lint.
 #   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
-#                                (the soak runs TASKKIT_SOAK_RUNS=5000 runs, bound TASKKIT_SOAK_SECONDS)
+#                                (the soak: TASKKIT_SOAK_RUNS=5000 runs, TASKKIT_SOAK_KILLS whole-worker
+#                                kills (default 1 per 100 runs, 5..20), bound TASKKIT_SOAK_SECONDS=400)
 #   make demo                    the demo project with web + worker under honcho
 #   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
 #   make install-check           the wheel alone in a fresh virtualenv + the README's Install section
@@ -30,7 +31,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-faults: $(STAMP)
-	TASKKIT_SOAK_RUNS=$${TASKKIT_SOAK_RUNS:-5000} $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
+	TASKKIT_SOAK_RUNS=$${TASKKIT_SOAK_RUNS:-5000} TASKKIT_SOAK_SECONDS=$${TASKKIT_SOAK_SECONDS:-400} $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

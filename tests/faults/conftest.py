@@ -146,6 +146,12 @@ def point_app_at(url: str) -> None:
     app.conf.broker_write_url = None
     app._pool = None
     app.amqp._producer_pool = None
+    # The dispatcher of `task-sent` events is cached (and captured by the cached task sender)
+    # with the exchange type of the first broker (`celeryev` is fanout on Redis, topic on
+    # RabbitMQ): kept, it declares `celeryev` as fanout on RabbitMQ, and every event the
+    # worker sends then fails PRECONDITION_FAILED (the worker slows to a few runs a second).
+    app.amqp.__dict__.pop("_event_dispatcher", None)
+    app.amqp.__dict__.pop("send_task_message", None)
 
 
 class Cluster:

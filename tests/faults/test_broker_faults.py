@@ -101,15 +101,16 @@ def test_08_broker_blackholed_at_publish(any_cluster, report):
     row = settle(run_ids, report, cluster.broker.name, started)
     row.notes = f"slowest dispatch {max(seconds):.2f}s"
     print(row.scenario, "dispatch seconds", [round(s, 2) for s in seconds])
-    assert max(seconds) < BLACKHOLE_BOUND, seconds
+    assert max(seconds) < BLACKHOLE_BOUND[cluster.broker.name], seconds
     assert_nothing_lost(row)
 
 
 #: Longest a commit may wait on a blackholed broker: one socket timeout, not a hang. Redis: the
 #: transport's ``socket_timeout`` (5 s in the test settings and taskkit's default); RabbitMQ:
 #: py-amqp's ``connect_timeout``, which covers the AMQP handshake (Celery's
-#: ``broker_connection_timeout``, 4 s). Measured: 5.0 s and 4.0 s.
-BLACKHOLE_BOUND = 6.0
+#: ``broker_connection_timeout``, 4 s). Measured: 5.0 s and 4.0 s. The bound is that timeout plus
+#: 2.5 s of slack for a busy machine: still below two timeouts, far below a hang (> 40 s).
+BLACKHOLE_BOUND = {"redis": 5.0 + 2.5, "rabbitmq": 4.0 + 2.5}
 
 
 @pytest.mark.timeout(300)
@@ -134,29 +135,37 @@ def test_09_redis_flushed_and_restarted_empty_with_2k_runs_queued(cluster, repor
     assert_nothing_lost(settle(run_ids, report, "redis", started, timeout=150))
 
 
-def test_10_broker_connections_killed_repeatedly_during_a_drain(any_cluster, report, request):
-    """Every broker connection (workers, relay, this process) is cut six times, ~0.7 s apart,
-    while 100 runs drain."""
+def test_10_broker_connections_killed_repeatedly_during_a_drain(any_cluster, report):
+    """Every broker connection (workers, relay, this process) is cut six times while 100 runs
+    drain. Each cut comes once the drain has moved on since the one before (progress, not
+    time): the worker must have reconnected and completed runs. Every cut finds runs still to
+    do, whatever the machine's speed: the runs are queued before the worker starts, and each
+    holds a child ≥ 50 ms, so the ≥ 82 runs left at the last cut take ≥ 2 s."""
     cluster = any_cluster
-    if cluster.broker.name == "rabbitmq":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="open: after repeated connection kills the RabbitMQ worker drains a few "
-                "runs a second and ~14 of 100 are still not terminal after 60 s ('Couldn't ack' "
-                "on the dead channel); not yet diagnosed",
-                strict=False,
-            )
-        )
     cluster.env.update(BACKLOG_REQUEUE_AFTER)
+    run_ids = cluster.dispatch(100, sleep=0.05)
     cluster.start_worker()
     cluster.start_relay()
-    run_ids = cluster.dispatch(100, sleep=0.02)
-    wait_for(lambda: TaskRun.objects.filter(pk__in=run_ids, state=RunState.SUCCEEDED).count() > 5)
+
+    def succeeded() -> int:
+        return TaskRun.objects.filter(pk__in=run_ids, state=RunState.SUCCEEDED).count()
+
+    wait_for(lambda: succeeded() > 5, 60, what="the drain to be under way")
     started = time.monotonic()
+    left_at_cuts = []
     for _ in range(6):
+        before = succeeded()
+        left_at_cuts.append(len(run_ids) - before)
         cluster.proxy.kill_connections()
-        time.sleep(0.7)  # the fault's rhythm, not a wait for a condition
-    assert_nothing_lost(settle(run_ids, report, cluster.broker.name, started))
+        wait_for(
+            lambda before=before: succeeded() >= before + 2,
+            60,
+            what="the drain to resume after the cut",
+        )
+    row = settle(run_ids, report, cluster.broker.name, started)
+    row.notes = f"runs left at each cut: {left_at_cuts}"
+    assert min(left_at_cuts) > 0, left_at_cuts  # every cut hit the drain
+    assert_nothing_lost(row)
 
 
 def test_11_delays_longer_than_the_visibility_timeout_take_effect_once(

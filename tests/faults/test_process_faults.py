@@ -11,6 +11,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ postgres_only = pytest.mark.skipif(
 #: 5000; the default suite runs fewer, as 5000 do not drain within 3 minutes on a 2-core machine.
 SOAK_RUNS = int(os.environ.get("TASKKIT_SOAK_RUNS", "300"))
 SOAK_SECONDS = float(os.environ.get("TASKKIT_SOAK_SECONDS", "170"))
+#: Whole-worker SIGKILLs in the soak, spread evenly over its runs (one per 100 runs, 5 to 20).
+SOAK_KILLS = int(os.environ.get("TASKKIT_SOAK_KILLS", str(min(20, max(5, SOAK_RUNS // 100)))))
 
 
 def outcomes(run_id: str) -> list[str]:
@@ -269,12 +272,14 @@ def test_16_byte_identical_message_redelivered_mid_attempt(cluster, report):
     )
     started = time.monotonic()
     broker.lpush("celery", raw)
-    wait_for(
-        lambda: f"skipped a message for run {run_id}" in worker.log(),
+    skipped = re.compile(rf"skipped a message for run {run_id} of \S+: the run is (\w+) ")
+    match = wait_for(
+        lambda: skipped.search(worker.log()),
         20,
         what="the duplicate to be skipped and logged",
     )
-    state_at_skip = TaskRun.objects.get(pk=run_id).state
+    assert isinstance(match, re.Match)
+    state_at_skip = match.group(1)  # the state the worker saw, not the state now
     if connection.vendor == "postgresql":
         assert state_at_skip == RunState.RUNNING  # skipped while the first attempt still ran
     # on SQLite the duplicate's claim waits for the write lock the sleeping atomic attempt
@@ -316,36 +321,66 @@ def test_19_referenced_object_deleted_between_commit_and_run(cluster, report):
 
 
 @pytest.mark.timeout(SOAK_SECONDS + 120)
-def test_20_soak_with_worker_sigkilled_every_few_seconds(cluster, report):
-    """SOAK_RUNS witness runs while the whole worker is SIGKILLed every second and restarted,
-    with a relay running: every run completes, each effect once."""
+def test_20_soak_with_worker_sigkilled_every_few_seconds(cluster, report, tmp_path):
+    """SOAK_RUNS witness runs while the whole worker is SIGKILLed SOAK_KILLS times and restarted,
+    with a relay running: every run completes, each effect once.
+
+    The kills are made to happen, whatever the machine's speed: the queue holds SOAK_KILLS gate
+    runs (``soak_gate``) spread evenly among the witness runs, each of which waits, mid-attempt,
+    until the test releases it. Kill ``i`` comes once the current worker has drained its way to
+    gate ``i`` and is running it (progress, not time); gate ``i`` is released only after the
+    kill, so the relay recovers the killed attempt (LOST) and a later worker completes it. Runs
+    the killed worker held or had prefetched are recovered as well.
+    """
+    chunk = SOAK_RUNS // (SOAK_KILLS + 1)
+    assert chunk >= 1, f"TASKKIT_SOAK_RUNS={SOAK_RUNS} is too few for {SOAK_KILLS} kills"
     started = time.monotonic()
-    run_ids = cluster.dispatch(SOAK_RUNS)
+    run_ids: list[str] = []
+    gates: list[str] = []
+    for i in range(SOAK_KILLS + 1):
+        size = chunk if i < SOAK_KILLS else SOAK_RUNS - len(run_ids)
+        run_ids += [tasks.witness.delay(len(run_ids) + n).id for n in range(size)]
+        if i < SOAK_KILLS:
+            gates.append(tasks.soak_gate.delay(i, str(tmp_path / f"release-{i}")).id)
     dispatched = time.monotonic() - started
     worker = cluster.start_worker()
     cluster.start_relay()
-    kills = 0
     deadline = started + SOAK_SECONDS
+    kills = 0
+    for i, gate in enumerate(gates):
+        name = worker.name
 
-    def done() -> bool:
-        terminal = TaskRun.objects.filter(pk__in=run_ids, state__in=TERMINAL_STATES).count()
-        return terminal == SOAK_RUNS
+        def gate_running_here(gate: str = gate, name: str = name) -> bool:
+            return TaskRun.objects.filter(
+                pk=gate, state=RunState.RUNNING, claimed_by__startswith=f"{name}@"
+            ).exists()
 
-    while not done() and time.monotonic() < deadline:
-        next_kill = time.monotonic() + 1.0
-        while time.monotonic() < next_kill and not done():
-            time.sleep(0.2)
-        if done():
-            break
-        worker.signal(signal.SIGKILL)
+        wait_for(
+            gate_running_here,
+            max(1.0, deadline - time.monotonic()),
+            interval=0.1,
+            what=f"worker {name} to drain its way to gate {i} and run it",
+        )
+        worker.signal(signal.SIGKILL)  # the gate's attempt cannot end before its release
         worker.stop()
         kills += 1
+        (tmp_path / f"release-{i}").touch()
         worker = cluster.start_worker()
     row = settle(run_ids, report, "redis", started, timeout=max(1.0, deadline - time.monotonic()))
+    wait_for(
+        lambda: (
+            TaskRun.objects.filter(pk__in=gates, state__in=TERMINAL_STATES).count() == len(gates)
+        ),
+        max(1.0, deadline - time.monotonic()),
+        what="the gate runs to end",
+    )
     row.notes = (
-        f"{kills} whole-worker SIGKILLs; dispatch {dispatched:.0f} s, "
-        f"{row.recover_seconds:.0f} s in all for {SOAK_RUNS} runs"
+        f"{kills} whole-worker SIGKILLs, each with an attempt in flight; dispatch "
+        f"{dispatched:.0f} s, {row.recover_seconds:.0f} s in all for {SOAK_RUNS} runs"
     )
     print(row.notes)
-    assert kills >= 1
+    assert kills == SOAK_KILLS
     assert_nothing_lost(row)
+    for gate in gates:  # each kill hit the gate's attempt: recovered by the relay, then done
+        log = outcomes(gate)
+        assert "LOST" in log and log[-1] == "SUCCEEDED", (gate, log)

@@ -256,3 +256,17 @@ def type_error_in_body(kind):
 def not_adoptable(kind):
     """Refuses messages sent without taskkit."""
     _effect(kind)
+
+
+@reliable_task(stop=stop_after_attempt(20), wait=wait_fixed(0.2), time_limit=6)
+def soak_gate(n, release_path):
+    """The soak's kill point: its attempt waits until the file ``release_path`` exists.
+
+    The soak SIGKILLs the worker while this attempt waits, so every kill hits an attempt in
+    flight whatever the machine's speed; the file is created after the kill, so the attempt
+    the relay recovers completes. Not atomic: it holds no transaction (on SQLite an open write
+    transaction would block every other run) and writes nothing.
+    """
+    while not os.path.exists(release_path):
+        time.sleep(0.05)
+    return n
