@@ -274,6 +274,14 @@ def targets_table(results: list[tuple[str, dict[str, Any]]], args: argparse.Name
             f"{last['main']:.0f}/{last['child']:.0f} MB at {last['runs']} runs | "
             f"100k runs | {'measured' if last['runs'] >= 100_000 else 'not at 100k: --rss-runs'} |"
         )
+    for label, out in results:
+        rss = out["rss"]
+        runs = rss["last"]["runs"]
+        rows.append(
+            f"\n{label}, RSS run of {runs} runs: load {rss['load_s']:.0f} s + drain "
+            f"{rss['drain_s']:.0f} s; 100k runs would take about "
+            f"{(rss['load_s'] + rss['drain_s']) * 100_000 / runs / 60:.0f} min."
+        )
     return "\n".join(rows)
 
 
