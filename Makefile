@@ -3,7 +3,8 @@
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
 #                                (the soak runs TASKKIT_SOAK_RUNS=5000 runs, bound TASKKIT_SOAK_SECONDS)
 #   make demo                    the demo project with web + worker under honcho
-#   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
+#   make bench                   taskkit vs plain Celery, backlog drains with worker/PostgreSQL CPU per run
+#                                (BENCH_ARGS="--runs 2000 --rounds 3", "--quick", "--rss-only --rss-runs 100000")
 #   make install-check           the wheel alone in a fresh virtualenv + the README's Install section
 #                                in a scratch project, one task through a real worker (Redis db 14)
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
