@@ -222,7 +222,9 @@ def drain_table(results: list[tuple[str, dict[str, Any]]], args: argparse.Namesp
         "(/proc/<pid>/stat) over the drain, per run. PostgreSQL CPU: every process of the local "
         "server plus the backends that ended during the drain (the postmaster's cutime + "
         "cstime), per run; in parentheses only the worker's own backends still open at the end "
-        "(application_name; 0 when the worker reconnects per task). SQL/run: counted by a "
+        "(application_name; it misses backends that closed: all of them when the worker "
+        "reconnects per task, and those CELERY_DB_REUSE_MAX=1000 recycled, once per 1000 tasks "
+        "per child). SQL/run: counted by a "
         "Django execute_wrapper in the worker children over a separate, untimed drain of "
         f"{min(args.runs, 500)} runs.",
     ]
