@@ -4,7 +4,8 @@
 #                                (the soak: TASKKIT_SOAK_RUNS=5000 runs, TASKKIT_SOAK_KILLS whole-worker
 #                                kills (default 1 per 100 runs, 5..20), bound TASKKIT_SOAK_SECONDS=400)
 #   make demo                    the demo project with web + worker under honcho
-#   make bench                   taskkit vs plain Celery (BENCH_ARGS="--runs 2000 --rounds 3", "--quick")
+#   make bench                   taskkit vs plain Celery, backlog drains with worker/PostgreSQL CPU per run
+#                                (BENCH_ARGS="--runs 2000 --rounds 3", "--quick", "--rss-only --rss-runs 100000")
 #   make install-check           the wheel alone in a fresh virtualenv + the README's Install section
 #                                in a scratch project, one task through a real worker (Redis db 14)
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).

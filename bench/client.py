@@ -2,10 +2,23 @@
 
 Started by ``bench.run`` once per database (Django is set up once per process). Prints one JSON
 object of raw per-round numbers on its last line; ``bench.run`` turns them into the table.
+
+Drains are backlog drains: every run is dispatched onto a queue no worker reads, a 2-process
+prefork worker is started and has connected, then the queue is renamed into the one it reads.
+The drain is timed from the first task start to the last outcome stored, from the worker
+children's own clocks (``bench.probes``). Over the same window the bench reads, from ``/proc``:
+
+- worker CPU: user + system time of the worker's main process and its pool children;
+- PostgreSQL CPU, the whole local server: every process under the postmaster plus the
+  postmaster's reaped children (``cutime`` + ``cstime``: backends that closed during the drain,
+  which is every backend of a worker that reconnects per task); and, separately, the backends
+  whose ``application_name`` is the worker's (those still open at the end of the drain).
+  Other databases' transactions in the window are counted too, to flag a shared server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import glob
@@ -37,12 +50,14 @@ from django_celery_results.models import TaskResult  # noqa: E402
 from bench.benchapp.models import Item  # noqa: E402
 from bench.benchapp.tasks import DONE, HOLD, plain_noop, redis_client, reliable_noop  # noqa: E402
 from bench.celery_app import app  # noqa: E402, F401 - the tasks bind to this app
-from bench.probes import QueryCounter  # noqa: E402
+from bench.probes import FIRST, LAST, QueryCounter  # noqa: E402
 from taskkit.models import RunState, TaskRun  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / ".tmp" / "bench-logs"
 QUEUE = "bench"
+WORKER_APPNAME = "taskkit-bench-worker"
+TICK = os.sysconf("SC_CLK_TCK")
 
 #: The drain variants: (name, task, worker environment).
 VARIANTS: dict[str, dict[str, str]] = {
@@ -66,7 +81,11 @@ def reset() -> None:
         else:
             for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
-    redis_client().delete(HOLD, QUEUE, DONE, "unacked", "unacked_index", "bench:queries")
+    r = redis_client()
+    r.delete(HOLD, QUEUE, DONE, "unacked", "unacked_index", "bench:queries")
+    stamps = list(r.scan_iter(f"{FIRST}*")) + list(r.scan_iter(f"{LAST}*"))
+    if stamps:
+        r.delete(*stamps)
 
 
 # -- dispatch -----------------------------------------------------------------------------------
@@ -139,7 +158,8 @@ class Worker:
             [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork",
              "-c", "2", "-Q", QUEUE, "-n", f"bench-{os.getpid()}@%h", "--without-gossip",
              "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, "BENCH_PG_APPNAME": WORKER_APPNAME, **env},
+            stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -149,14 +169,19 @@ class Worker:
             time.sleep(0.05)
         time.sleep(0.3)  # the pool's children finish starting
 
+    def children(self) -> list[int]:
+        return _children(self.process.pid)
+
     def rss_mb(self) -> dict[str, float]:
         """RSS of the main process and the largest child, in MB."""
-        pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return {
-            "main": _rss(pid),
-            "child": max((_rss(int(c)) for c in children), default=0.0),
+            "main": _rss(self.process.pid),
+            "child": max((_rss(c) for c in self.children()), default=0.0),
         }
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the main process and its (live) pool children, in seconds."""
+        return sum(_cpu(pid) for pid in [self.process.pid, *self.children()])
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
@@ -166,6 +191,74 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.log.close()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # the thread ended
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (field 3, ``state``, is index 0)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def _cpu(pid: int, reaped: bool = False) -> float:
+    """utime + stime of ``pid`` (+ cutime + cstime of its reaped children), in seconds."""
+    try:
+        fields = _stat(pid)
+    except (FileNotFoundError, ProcessLookupError):  # ended since it was listed
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (fields 16, 17)
+    return ticks / TICK
+
+
+class PostgresCPU:
+    """CPU of the local PostgreSQL server and of the worker's backends (``None`` if remote)."""
+
+    def __init__(self) -> None:
+        self.postmaster: int | None = None
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (backend,) = cursor.fetchone()
+        try:
+            self.postmaster = int(_stat(backend)[1])  # ppid of our own backend
+        except (FileNotFoundError, PermissionError):
+            self.postmaster = None  # a remote server: no /proc to read
+
+    def server(self) -> float | None:
+        """All PostgreSQL processes, including backends that ended (reaped by the postmaster)."""
+        if self.postmaster is None:
+            return None
+        pm = self.postmaster
+        return _cpu(pm, reaped=True) + sum(_cpu(c) for c in _children(pm))
+
+    def worker_backends(self) -> dict[int, float]:
+        if self.postmaster is None:
+            return {}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [WORKER_APPNAME]
+            )
+            return {pid: _cpu(pid) for (pid,) in cursor.fetchall()}
+
+    def other_xacts(self) -> int | None:
+        """Transactions committed or rolled back by other databases (stats lag up to ~1 s)."""
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(sum(xact_commit + xact_rollback), 0) FROM pg_stat_database"
+                " WHERE datname IS DISTINCT FROM current_database()"
+            )
+            return int(cursor.fetchone()[0])
 
 
 def _rss(pid: int) -> float:
@@ -196,28 +289,54 @@ def wait_done(
             on(done)
         if worker.process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"drain stopped at {done}/{n}; see {worker.log_path}")
-        time.sleep(0.01)
+        time.sleep(0.02)
 
 
-def drain(variant: str, n: int, extra_env: dict[str, str] | None = None) -> float:
+def _stamps(prefix: str) -> list[float]:
+    r = redis_client()
+    return [float(v) for v in r.mget(list(r.scan_iter(f"{prefix}*"))) if v is not None]
+
+
+def drain(variant: str, n: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A backlog drain of ``n`` runs: runs/s from first start to last finish, CPU ms per run."""
     reset()
     load(variant, n)
     worker = Worker({**VARIANTS[variant], **(extra_env or {})}, variant)
+    pg = PostgresCPU()
     recorded = None
     try:
+        cpu0, pg0, backends0, other0 = (
+            worker.cpu_seconds(), pg.server(), pg.worker_backends(), pg.other_xacts()
+        )  # fmt: skip
         started = time.perf_counter()
         redis_client().rename(HOLD, QUEUE)
         wait_done(n, worker, timeout=max(120, n / 20))
-        recorded = _recorded(variant)  # the last outcomes commit just after the last body ran
+        cpu1, pg1, backends1 = worker.cpu_seconds(), pg.server(), pg.worker_backends()
+        recorded = _recorded(variant)  # stored before the probe counted the run as done
         deadline = time.monotonic() + 30
         while recorded is not None and recorded() < n and time.monotonic() < deadline:
             time.sleep(0.005)
-        elapsed = time.perf_counter() - started
+        wall = time.perf_counter() - started
     finally:
         worker.stop()
     if recorded is not None:
         assert recorded() == n, f"{variant}: {recorded()} of {n} outcomes recorded"
-    return n / elapsed
+    elapsed = max(_stamps(LAST)) - min(_stamps(FIRST))
+    other1 = pg.other_xacts()
+    out: dict[str, Any] = {
+        "rate": n / elapsed,
+        "wall_rate": n / wall,  # rename to all recorded, as the bench measured before
+        "worker_cpu_ms": 1000 * (cpu1 - cpu0) / n,
+    }
+    if pg0 is not None and pg1 is not None:
+        out["pg_cpu_ms"] = 1000 * (pg1 - pg0) / n
+        out["pg_backend_cpu_ms"] = (
+            1000 * sum(cpu - backends0.get(pid, 0.0) for pid, cpu in backends1.items()) / n
+        )
+        out["pg_backends"] = len(backends1)
+    if other0 is not None and other1 is not None:
+        out["pg_other_xacts"] = other1 - other0
+    return out
 
 
 def _recorded(variant: str) -> Callable[[], int] | None:
@@ -229,7 +348,11 @@ def _recorded(variant: str) -> Callable[[], int] | None:
 
 
 def round_trips(variant: str, n: int) -> dict[str, float]:
-    """Statements, commits and connections per run in the worker child, counted, over n runs."""
+    """Statements, commits and connections per run in the worker child, counted, over n runs.
+
+    A separate, untimed drain: a Django ``execute_wrapper`` in each worker child sorts and
+    counts every statement, plus commits and new connections, flushed to Redis after each task.
+    """
     drain(variant, n, {"BENCH_COUNT_QUERIES": "1"})
     counts = {k.decode(): int(v) for k, v in redis_client().hgetall("bench:queries").items()}
     return {kind: count / n for kind, count in sorted(counts.items())}
@@ -246,25 +369,39 @@ def dispatch_round_trips(n: int = 20) -> dict[str, float]:
 
 
 def rss(runs: int) -> dict[str, Any]:
-    """Worker RSS after 1k runs and after ``runs`` runs of one taskkit worker."""
+    """Worker RSS after 1k runs, at each tenth of ``runs``, and after ``runs``: one taskkit worker.
+
+    Also the time it took to load the backlog and to drain it (``--rss-runs 100000`` is the
+    issue's figure; the two times say what a run of that size costs).
+    """
     reset()
+    started = time.perf_counter()
     load("taskkit", runs)
+    loaded = time.perf_counter() - started
     worker = Worker(VARIANTS["taskkit"], "rss")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"samples": []}
+    marks = sorted({min(1000, runs), *(runs * k // 10 for k in range(1, 10))})
     try:
+        started = time.perf_counter()
         redis_client().rename(HOLD, QUEUE)
-        mark = min(1000, runs)
 
         def at(done: int) -> None:
-            if done >= mark and "first" not in out:
-                out["first"] = {"runs": done, **worker.rss_mb()}
+            if marks and done >= marks[0]:
+                sample = {"runs": done, **worker.rss_mb()}
+                out.setdefault("first", sample)
+                out["samples"].append(sample)
+                while marks and done >= marks[0]:
+                    marks.pop(0)
 
         wait_done(runs, worker, timeout=max(120, runs / 20), on=at)
+        drained = time.perf_counter() - started
         time.sleep(0.2)
         at(runs)
         out["last"] = {"runs": runs, **worker.rss_mb()}
+        out["samples"].append(out["last"])
     finally:
         worker.stop()
+    out["load_s"], out["drain_s"] = loaded, drained
     return out
 
 
@@ -294,7 +431,7 @@ def relay(n: int) -> float | str:
 def profile(n: int) -> str:
     """cProfile of both worker children over a taskkit drain of n runs: the top functions."""
     directory = tempfile.mkdtemp(prefix="taskkit-bench-profile-")
-    rate = drain("taskkit", n, {"BENCH_PROFILE": directory})
+    rate = drain("taskkit", n, {"BENCH_PROFILE": directory})["rate"]
     files = glob.glob(f"{directory}/*.prof")
     if not files:
         return "no profile written"
@@ -319,8 +456,13 @@ def main() -> None:
     runs, rounds, bulk = opts["runs"], opts["rounds"], opts["bulk"]
     out: dict[str, Any] = {"vendor": connection.vendor, "dispatch": {}, "bulk": {}, "drain": {}}
     dispatch_n = min(runs, 1000)
+    if opts.get("rss_only"):
+        out["rss"] = rss(opts["rss_runs"])
+        reset()
+        print(json.dumps(out))
+        return
 
-    for r in range(rounds):  # A/B rounds, the order flipped each round
+    for r in range(rounds):  # rounds in rotated order: A/B flipped, drain systems rotated
         log(f"round {r + 1}/{rounds}: dispatch, bulk, drain")
         pairs = [("taskkit", dispatch_taskkit), ("celery", dispatch_plain)]
         for name, fn in pairs if r % 2 == 0 else pairs[::-1]:
@@ -333,22 +475,30 @@ def main() -> None:
             if name == "celery":
                 out["bulk"].setdefault("floor", []).append(bulk_floor(bulk))
         names = list(VARIANTS)
-        for name in names if r % 2 == 0 else names[::-1]:
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
             out["drain"].setdefault(name, []).append(drain(name, runs))
+            log(f"  drain {name}: {out['drain'][name][-1]}")
 
     log("round trips, relay, RSS")
-    out["round_trips"] = {
-        "dispatch": dispatch_round_trips(),
-        "taskkit": round_trips("taskkit", min(runs, 500)),
-        "celery+dcr+reuse": round_trips("celery+dcr+reuse", min(runs, 500)),
-    }
+    out["round_trips"] = {"dispatch": dispatch_round_trips()}
+    for name in ("taskkit", "celery+dcr+reuse", "celery+dcr default"):
+        out["round_trips"][name] = round_trips(name, min(runs, 500))
     out["relay"] = relay(bulk)
     out["rss"] = rss(opts["rss_runs"])
     if opts.get("profile"):
         out["profile"] = profile(runs)
     out["medians"] = {
         group: {k: statistics.median(v) for k, v in out[group].items()}
-        for group in ("dispatch", "bulk", "drain")
+        for group in ("dispatch", "bulk")
+    }
+    out["medians"]["drain"] = {
+        name: {
+            metric: statistics.median(d[metric] for d in drains)
+            for metric in drains[0]
+            if all(metric in d for d in drains)
+        }
+        for name, drains in out["drain"].items()
     }
     reset()
     print(json.dumps(out))

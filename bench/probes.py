@@ -1,4 +1,10 @@
-"""Counting database round trips, and profiling, inside a worker child or in-process.
+"""Timing, counting database round trips, and profiling, inside a worker child or in-process.
+
+Every worker child stamps the wall-clock time of its first task start (``task_prerun``, once)
+and, after every task, counts the run as done and stamps its finish time in one pipelined round
+trip (``task_postrun``, which Celery sends after the result backend stored the outcome and after
+taskkit recorded it in the ledger). A drain is timed from the earliest first start to the latest
+finish, so worker start-up and the bench's own polling are not in it.
 
 Statements are counted with ``connection.execute_wrapper`` and sorted by what they do; commits
 and new connections are counted too, because each is a round trip that no statement shows
@@ -11,6 +17,7 @@ from __future__ import annotations
 import cProfile
 import os
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -19,16 +26,23 @@ from django.db.backends.signals import connection_created
 
 _KINDS = [
     ("dcr: result", re.compile(r"django_celery_results", re.I)),
+    (
+        "finish: UPDATE run + INSERT attempt",
+        re.compile(r'^WITH won AS \(UPDATE "taskkit_taskrun"', re.I),
+    ),
     ("finish: insert attempt", re.compile(r'^INSERT INTO "taskkit_taskattempt"', re.I)),
     ("dispatch: insert run", re.compile(r'^INSERT INTO "taskkit_taskrun"', re.I)),
     (
         "dispatch: mark QUEUED",
         re.compile(r'^UPDATE "taskkit_taskrun" SET "state" = \S+, "queued_at"'),
     ),
-    ("finish: UPDATE SUCCEEDED", re.compile(r'^UPDATE "taskkit_taskrun" SET .*"result"', re.S)),
     (
         "claim: UPDATE RUNNING",
-        re.compile(r'^UPDATE "taskkit_taskrun" SET .*"first_started_at"', re.S),
+        re.compile(r'^UPDATE "taskkit_taskrun" SET .*COALESCE\((\S+\.)?"first_started_at"', re.S),
+    ),
+    (
+        "finish: UPDATE SUCCEEDED",
+        re.compile(r'^UPDATE "taskkit_taskrun" SET .*"finished_at"', re.S),
     ),
     ("claim: SELECT run", re.compile(r'^SELECT .* FROM "taskkit_taskrun"', re.S)),
     ("business row", re.compile(r"benchapp_item")),
@@ -63,8 +77,31 @@ class QueryCounter:
         self.counts["connect"] += 1
 
 
+#: Redis keys of the timing probe (the bench deletes them before each drain).
+FIRST = "bench:first:"  # + child pid: time.time() of the child's first task start
+LAST = "bench:last:"  # + child pid: time.time() of the child's latest task finish
+
+
 def install_in_worker_child() -> None:
     from celery import signals
+
+    from bench.benchapp.tasks import DONE, redis_client
+
+    pid = os.getpid()
+    started: list[bool] = []
+
+    @signals.task_prerun.connect(weak=False)
+    def first_start(**kwargs: Any) -> None:
+        if not started:
+            started.append(True)
+            redis_client().set(f"{FIRST}{pid}", repr(time.time()))
+
+    @signals.task_postrun.connect(weak=False)
+    def finished(**kwargs: Any) -> None:
+        pipe = redis_client().pipeline(transaction=False)
+        pipe.incr(DONE)
+        pipe.set(f"{LAST}{pid}", repr(time.time()))
+        pipe.execute()
 
     if os.environ.get("BENCH_COUNT_QUERIES"):
         from bench.benchapp.tasks import redis_client

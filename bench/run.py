@@ -1,11 +1,15 @@
 """``make bench``: taskkit against plain Celery on SQLite (WAL) and PostgreSQL, as one table.
 
     python -m bench [--runs N] [--rounds R] [--bulk N] [--rss-runs N] [--quick] [--profile]
+                    [--sqlite-only | --postgres-only] [--rss-only]
 
 Starts its own embedded Redis, uses its own SQLite file and its own PostgreSQL database
 (``BENCH_PG_URL``, default ``postgres://postgres@127.0.0.1:5432/taskkit_bench``, created if
 missing; skipped with a message if PostgreSQL is unreachable), runs ``bench.client`` once per
-database and prints medians over the rounds, with ratios taskkit / plain Celery.
+database and prints medians over the rounds, with ratios taskkit / plain Celery: the table of
+every measurement, the backlog drains with worker and PostgreSQL CPU per run, and the issue's
+targets. Drains are backlog drains timed from the first task start to the last outcome stored
+(see ``bench.client``).
 """
 
 from __future__ import annotations
@@ -50,7 +54,11 @@ def parse() -> argparse.Namespace:
                         "(default 10 x --runs; 100000 for the issue's figure)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (CI)")
     parser.add_argument("--profile", action="store_true", help="cProfile a taskkit drain")
-    parser.add_argument("--sqlite-only", action="store_true")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--sqlite-only", action="store_true")
+    only.add_argument("--postgres-only", action="store_true")
+    parser.add_argument("--rss-only", action="store_true", help="only the worker RSS drain "
+                        "(with --rss-runs 100000: the issue's figure)")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.runs, args.rounds, args.bulk = 200, 1, 1000
@@ -62,23 +70,26 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     sys.path.insert(0, str(ROOT))
-    from taskkit.embedded_redis import EmbeddedRedis
+    from taskkit.embedded_redis import EmbeddedRedis  # the one import of it (it moves at merge)
 
     redis = EmbeddedRedis().start()
     (ROOT / ".tmp").mkdir(exist_ok=True)
     sqlite = ROOT / ".tmp" / "bench.sqlite3"
     for leftover in ROOT.glob(".tmp/bench.sqlite3*"):
         leftover.unlink()
-    databases = [("SQLite (WAL)", f"sqlite:///{sqlite}")]
+    databases = [] if args.postgres_only else [("SQLite (WAL)", f"sqlite:///{sqlite}")]
     pg = None if args.sqlite_only else postgres_url()
     if pg:
         databases.append(("PostgreSQL", pg))
+    elif args.postgres_only:
+        sys.exit("--postgres-only: PostgreSQL is unreachable (see above).")
     options = {
         "runs": args.runs,
         "rounds": args.rounds,
         "bulk": args.bulk,
         "rss_runs": args.rss_runs,
         "profile": args.profile,
+        "rss_only": args.rss_only,
     }
     results: list[tuple[str, dict[str, Any]]] = []
     started = time.monotonic()
@@ -96,7 +107,15 @@ def main() -> None:
             results.append((label, json.loads(proc.stdout.strip().splitlines()[-1])))
     finally:
         redis.stop()
-    print(table(results, args, time.monotonic() - started))
+    took = time.monotonic() - started
+    if args.rss_only:
+        print(rss_table(results, took))
+        return
+    print(table(results, args, took))
+    print()
+    print(drain_table(results, args))
+    print()
+    print(targets_table(results, args))
     for label, out in results:
         if "profile" in out:
             print(f"\n### Profile, {label}\n```\n{out['profile']}\n```")
@@ -127,8 +146,8 @@ def table(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace, t
         for variant in ("celery+dcr+reuse", "celery+dcr default", "celery, no results"):
             rows.append(
                 f"| (3) drain {args.runs} runs, 2-process worker, runs/s | {label} | "
-                f"{dr['taskkit']:.0f} | {dr[variant]:.0f} ({variant}) | "
-                f"{_ratio(dr['taskkit'], dr[variant])} |"
+                f"{dr['taskkit']['rate']:.0f} | {dr[variant]['rate']:.0f} ({variant}) | "
+                f"{_ratio(dr['taskkit']['rate'], dr[variant]['rate'])} |"
             )
         relay = out["relay"]
         relay_cell = (
@@ -152,7 +171,7 @@ def table(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace, t
         )
     head = (
         f"Medians over {args.rounds} round(s); {args.runs} runs per drain; "
-        f"took {took / 60:.1f} min.\n"
+        f"took {took / 60:.1f} min.\n\n"
     )
     details = [
         "",
@@ -171,3 +190,119 @@ def _trips(counts: dict[str, float]) -> str:
         f"{statements:.1f} stmt + {counts.get('commit', 0):.1f} commit"
         f" + {counts.get('connect', 0):.2f} connect"
     )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def drain_table(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+    rows = [
+        f"Backlog drains of {args.runs} runs by a 2-process prefork worker (timed from the first "
+        "task start to the last outcome stored; medians):",
+        "",
+        "| system | database | drain runs/s | worker CPU ms/run | PostgreSQL CPU ms/run: "
+        "server (worker's backends) | SQL/run, worker | taskkit / system |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, out in results:
+        dr = out["medians"]["drain"]
+        for name, m in dr.items():
+            pg = "-"
+            if "pg_cpu_ms" in m:
+                pg = f"{m['pg_cpu_ms']:.2f} ({m['pg_backend_cpu_ms']:.2f})"
+            trips = out["round_trips"].get(name)
+            rows.append(
+                f"| {name} | {label} | {m['rate']:.0f} | {m['worker_cpu_ms']:.2f} | {pg} | "
+                f"{_trips(trips) if trips else '-'} | {_ratio(dr['taskkit']['rate'], m['rate'])} |"
+            )
+    rows += [
+        "",
+        "Worker CPU: user + system time of the worker's main process and pool children "
+        "(/proc/<pid>/stat) over the drain, per run. PostgreSQL CPU: every process of the local "
+        "server plus the backends that ended during the drain (the postmaster's cutime + "
+        "cstime), per run; in parentheses only the worker's own backends still open at the end "
+        "(application_name; it misses backends that closed: all of them when the worker "
+        "reconnects per task, and those CELERY_DB_REUSE_MAX=1000 recycled, once per 1000 tasks "
+        "per child). SQL/run: counted by a "
+        "Django execute_wrapper in the worker children over a separate, untimed drain of "
+        f"{min(args.runs, 500)} runs.",
+    ]
+    for label, out in results:
+        others = [d.get("pg_other_xacts") for drains in out["drain"].values() for d in drains]
+        busy = [n for n in others if n]
+        if busy:
+            rows.append(
+                f"{label}: other databases on the same server committed up to {max(busy)} "
+                "transactions during a drain (a shared server: its CPU is in the server figure)."
+            )
+        walls = ", ".join(
+            f"{name} {m['wall_rate']:.0f}" for name, m in out["medians"]["drain"].items()
+        )
+        rows.append(f"{label}, runs/s from the queue's rename to all recorded (before): {walls}.")
+    return "\n".join(rows)
+
+
+def targets_table(results: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -> str:
+    rows = [
+        "Issue #10's targets (medians of this run):",
+        "",
+        "| target | database | measured | target | met |",
+        "|---|---|---|---|---|",
+    ]
+
+    def add(name: str, label: str, value: float, goal: str, met: bool) -> None:
+        rows.append(f"| {name} | {label} | {value:.2f}x | {goal} | {'yes' if met else 'NO'} |")
+
+    for label, out in results:
+        m = out["medians"]
+        dr = m["drain"]
+        tk = dr["taskkit"]["rate"]
+        add("drain / celery+dcr+reuse (backlog)", label, tk / dr["celery+dcr+reuse"]["rate"],
+            ">= 1.0x", tk >= dr["celery+dcr+reuse"]["rate"])  # fmt: skip
+        if out["vendor"] == "postgresql":
+            ratio = tk / dr["celery+dcr default"]["rate"]
+            add("drain / celery+dcr default (backlog)", label, ratio, ">= 3.0x", ratio >= 3.0)
+        ratio = m["dispatch"]["taskkit"] / m["dispatch"]["celery"]
+        add("dispatch / bare on_commit + delay", label, ratio, ">= 0.8x", ratio >= 0.8)
+        ratio = m["bulk"]["taskkit"] / m["bulk"]["floor"]
+        add(f"bulk {args.bulk} / floor", label, ratio, "<= 2.0x", ratio <= 2.0)
+    for label, out in results:
+        rss = out["rss"]
+        first, last = rss["first"], rss["last"]
+        rows.append(
+            f"| worker RSS flat over 100k runs | {label} | "
+            f"{first['main']:.0f}/{first['child']:.0f} MB at {first['runs']} → "
+            f"{last['main']:.0f}/{last['child']:.0f} MB at {last['runs']} runs | "
+            f"100k runs | {'measured' if last['runs'] >= 100_000 else 'not at 100k: --rss-runs'} |"
+        )
+    for label, out in results:
+        rss = out["rss"]
+        runs = rss["last"]["runs"]
+        rows.append(
+            f"\n{label}, RSS run of {runs} runs: load {rss['load_s']:.0f} s + drain "
+            f"{rss['drain_s']:.0f} s; 100k runs would take about "
+            f"{(rss['load_s'] + rss['drain_s']) * 100_000 / runs / 60:.0f} min."
+        )
+    return "\n".join(rows)
+
+
+def rss_table(results: list[tuple[str, dict[str, Any]]], took: float) -> str:
+    rows = [
+        f"Worker RSS (taskkit, 2-process prefork worker), took {took / 60:.1f} min:",
+        "",
+        "| database | runs | main MB | largest child MB |",
+        "|---|---|---|---|",
+    ]
+    for label, out in results:
+        for sample in out["rss"]["samples"]:
+            rows.append(
+                f"| {label} | {sample['runs']} | {sample['main']:.1f} | {sample['child']:.1f} |"
+            )
+    for label, out in results:
+        rss = out["rss"]
+        rows.append(
+            f"\n{label}: loading {rss['last']['runs']} runs took {rss['load_s']:.0f} s, "
+            f"draining them {rss['drain_s']:.0f} s."
+        )
+    return "\n".join(rows)

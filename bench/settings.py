@@ -4,6 +4,8 @@ BENCH_DATABASE_URL   the database (SQLite file or PostgreSQL), set by ``bench.ru
 BENCH_REDIS_URL      the benchmark's own embedded Redis, set by ``bench.run``
 BENCH_RESULTS        "django-db" (django-celery-results, result_extended) or "none"
 BENCH_DB_REUSE_MAX   sets CELERY_DB_REUSE_MAX (connection reuse in workers) when not empty
+BENCH_PG_APPNAME     PostgreSQL ``application_name`` of this process's connections (the bench
+                     sets it for workers, to find their server backends in pg_stat_activity)
 """
 
 import os
@@ -36,6 +38,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+elif os.environ.get("BENCH_PG_APPNAME"):
+    DATABASES["default"]["OPTIONS"] = {"application_name": os.environ["BENCH_PG_APPNAME"]}
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
