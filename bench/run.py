@@ -62,7 +62,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     sys.path.insert(0, str(ROOT))
-    from taskkit.embedded_redis import EmbeddedRedis
+    from devsupport.embedded_redis import EmbeddedRedis
 
     redis = EmbeddedRedis().start()
     (ROOT / ".tmp").mkdir(exist_ok=True)

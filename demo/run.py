@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         flower_port = int(os.environ.get("FLOWER_PORT") or 5555)
     os.environ["FLOWER_PORT"] = str(flower_port)
 
-    from taskkit.embedded_redis import EmbeddedRedis
+    from devsupport.embedded_redis import EmbeddedRedis
 
     redis = None
     if not os.environ.get("REDIS_URL"):

@@ -10,7 +10,9 @@ class TaskkitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import broker, checks, signal_handlers
+        from . import checks
+        from .observe import signal_handlers
+        from .worker import broker
 
         signal_handlers.connect()
         checks.register()

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import celery
 
-from .exceptions import ConfigurationError
-from .policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
+from .core.exceptions import ConfigurationError
+from .core.policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
 
 if TYPE_CHECKING:
-    from .result import RunResult
+    from .producer.result import RunResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,7 +80,7 @@ class ReliableTask(celery.Task):
     acks_late = True
     reject_on_worker_lost = True
     typing = False  # taskkit binds arguments to the signature itself, before writing the run
-    Request = "taskkit.worker:ReliableRequest"
+    Request = "taskkit.worker.request:ReliableRequest"
 
     is_reliable = True
     policy: RetryPolicy
@@ -95,7 +95,7 @@ class ReliableTask(celery.Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
         if request is not None and not request.called_directly and request.id:
-            from .execution import execute  # models load after the app registry
+            from .worker.execution import execute  # models load after the app registry
 
             return execute(self, request)  # a worker (or eager apply) runs the run
         return self.run(*args, **kwargs)
@@ -121,7 +121,7 @@ class ReliableTask(celery.Task):
                 options[name] = value
         if task_id is not None:
             options["task_id"] = task_id
-        from .dispatch import dispatch  # models load after the app registry
+        from .producer.dispatch import dispatch  # models load after the app registry
 
         return dispatch(self, tuple(args or ()), dict(kwargs or {}), options)
 
@@ -135,7 +135,7 @@ class ReliableTask(celery.Task):
         ``options`` (``queue``, ``countdown``, …) apply to every run. Returns the runs' results
         in input order. See ``taskkit.dispatch.dispatch_many``.
         """
-        from .dispatch import dispatch_many  # models load after the app registry
+        from .producer.dispatch import dispatch_many  # models load after the app registry
 
         return dispatch_many(self, calls, options)
 

@@ -36,12 +36,13 @@ from celery.exceptions import Ignore, Retry
 from django.db import connections
 from django.utils import timezone
 
-from . import ledger, publisher
-from .conf import settings
-from .context import current_run
-from .execution import execute
+from .core.conf import settings
+from .core.context import current_run
+from .core.db import db_alias
+from .core.serialization import encode_call
 from .models import TaskRun
-from .serialization import encode_call
+from .producer import publisher
+from .worker.execution import execute
 
 if TYPE_CHECKING:
     from .task import ReliableTask
@@ -279,7 +280,7 @@ def _describe(args: Any, kwargs: Any) -> str:
 @contextlib.contextmanager
 def capture(using: str | None = None) -> Iterator[Captured]:
     """Capture taskkit's broker messages instead of publishing them (see the module docstring)."""
-    captured = Captured(using or ledger.db_alias())
+    captured = Captured(using or db_alias())
     with mock.patch.object(publisher, "publish", captured._publish):
         yield captured
 

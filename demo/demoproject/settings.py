@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from taskkit.embedded_redis import redis_url_from_env
+from devsupport.embedded_redis import redis_url_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "taskkit.middleware.RequestIdMiddleware",  # request ids on responses, runs and log lines
+    # request ids on responses, runs and log lines
+    "taskkit.observe.middleware.RequestIdMiddleware",
 ]
 ROOT_URLCONF = "demoproject.urls"
 WSGI_APPLICATION = "demoproject.wsgi.application"
@@ -101,7 +102,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"run_context": {"()": "taskkit.log_context.RunContextFilter"}},
+    "filters": {"run_context": {"()": "taskkit.observe.log_context.RunContextFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",

@@ -5,7 +5,7 @@ import functools
 import pytest
 from django.db import transaction
 
-from taskkit import ledger, signals
+from taskkit.core import ledger, signals
 from taskkit.models import RunState, TaskAttempt, TaskRun
 from tests.integration.test_execution import finished
 from tests.testapp import tasks

@@ -20,10 +20,10 @@ from tenacity import (
     wait_random,
 )
 
+from devsupport.embedded_redis import EmbeddedRedis
 from taskkit import checks
-from taskkit.embedded_redis import EmbeddedRedis
-from taskkit.policy import make_policy
-from taskkit.transport import Transport as SafeTransport
+from taskkit.core.policy import make_policy
+from taskkit.worker.transport import Transport as SafeTransport
 from tests.celery_app import app
 
 pytestmark = pytest.mark.timeout(30)
@@ -148,7 +148,7 @@ def test_stop_bounds(stop, attempts, delay):
 SLOW_RETRY = FakeTask("slow.retry", wait=wait_exponential(multiplier=60, max=7200), stop=10)
 SHORT_RETRY = FakeTask("short.retry", wait=wait_fixed(30), stop=3)
 CUSTOM_RETRY = FakeTask("custom.retry", wait=lambda state: 10_000)
-SAFE = "taskkit.transport:Transport"
+SAFE = "taskkit.worker.transport:Transport"
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ def test_the_test_app_runs_taskkits_transport_without_being_asked():
     assert app.conf.broker_url.startswith("redis")
     assert not app.conf.broker_transport
     with app.connection_for_read() as connection:
-        assert type(connection.transport).__module__ == "taskkit.transport"
+        assert type(connection.transport).__module__ == "taskkit.worker.transport"
 
 
 def test_registered_checks_read_the_celery_app(app_conf):

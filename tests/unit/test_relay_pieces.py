@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from taskkit import checks
-from taskkit.exceptions import TaskkitError, TaskNotRegistered
-from taskkit.relay import TaskLookup
+from taskkit.core.exceptions import TaskkitError, TaskNotRegistered
+from taskkit.relay.sweep import TaskLookup
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,7 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from taskkit import ledger
+from taskkit.core.db import db_alias
 from taskkit.models import TERMINAL_STATES, TaskRun
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -80,7 +80,7 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1.")
 
         cutoff = timezone.now() - age
-        db = ledger.db_alias()
+        db = db_alias()
         matching = TaskRun.objects.using(db).filter(state__in=states, finished_at__lt=cutoff)
         total = matching.count()
         self.stdout.write(

@@ -21,8 +21,8 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 from django.db import close_old_connections, connections
 
-from . import ledger
-from .models import AttemptOutcome
+from ..core import ledger
+from ..models import AttemptOutcome
 
 logger = logging.getLogger("taskkit.worker")
 

@@ -19,16 +19,18 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import ledger, publisher, redaction, signals
-from .conf import settings
-from .context import current_request_id
-from .exceptions import InvalidIdempotencyKey, UnsupportedOption
-from .models import RunState, TaskRun
+from ..core import redaction, signals
+from ..core.conf import settings
+from ..core.context import current_request_id
+from ..core.db import db_alias
+from ..core.exceptions import InvalidIdempotencyKey, UnsupportedOption
+from ..core.serialization import encode_call
+from ..models import RunState, TaskRun
+from . import publisher
 from .result import RunResult
-from .serialization import encode_call
 
 if TYPE_CHECKING:
-    from .task import ReliableTask
+    from ..task import ReliableTask
 
 #: apply_async options a reliable task accepts.
 SUPPORTED_OPTIONS = frozenset(
@@ -89,7 +91,7 @@ def dispatch(
         created_at=timezone.now(),
         request_id=current_request_id(),
     )
-    db = ledger.db_alias()
+    db = db_alias()
     if key is None:
         run.save(using=db, force_insert=True)
         created = True
@@ -258,7 +260,7 @@ def dispatch_many(
         if run.idempotency_key is not None:
             first_of_key.setdefault(run.idempotency_key, run)
     unkeyed = [run for run in runs if run.idempotency_key is None]
-    db = ledger.db_alias()
+    db = db_alias()
     manager = TaskRun.objects.using(db)
     if unkeyed:
         manager.bulk_create(unkeyed)

@@ -31,8 +31,10 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.generic import TemplateView
 
-from . import admin_display, ledger
-from .models import RelayHeartbeat, RunState, TaskRun
+from ..core import ledger
+from ..core.db import db_alias
+from ..models import RelayHeartbeat, RunState, TaskRun
+from . import display as admin_display
 
 LOG_BATCH = 500
 REASON_MAX = 2000
@@ -72,7 +74,7 @@ def _apply(
     report: Callable[[int], str],
 ) -> int:
     """Run a ledger change and its admin log in one transaction, then tell the operator."""
-    with transaction.atomic(using=ledger.db_alias()):
+    with transaction.atomic(using=db_alias()):
         run_ids = change()
         log_operator_action(request, run_ids, log(len(run_ids)))
     level = messages.SUCCESS if run_ids else messages.WARNING

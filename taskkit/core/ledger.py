@@ -13,13 +13,12 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import redaction, sql
-from .models import (
+from ..models import (
     CLAIMABLE_STATES,
     TERMINAL_STATES,
     AttemptOutcome,
@@ -27,12 +26,9 @@ from .models import (
     TaskAttempt,
     TaskRun,
 )
+from . import redaction, sql
+from .db import db_alias
 from .policy import RetryDecision
-
-
-def db_alias() -> str:
-    return router.db_for_write(TaskRun) or "default"
-
 
 #: Caps of the recorded error, in characters: the type fits its column (max_length=255); a
 #: message keeps its start, a traceback its end (the innermost frames and the exception line).
@@ -420,7 +416,7 @@ def retry_runs(queryset: Any) -> list[Any]:
     Runs whose sensitive arguments were scrubbed when they ended cannot run again and are left as
     they are (``count_scrubbed`` says how many of a queryset).
     """
-    from . import publisher
+    from ..producer import publisher
 
     db = db_alias()
     ids = list(

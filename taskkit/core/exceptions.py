@@ -90,3 +90,27 @@ class TaskNotRegistered(TaskkitError, LookupError):
             f"{seconds:.0f}s (TASKKIT_UNKNOWN_TASK_GRACE_SECONDS). Renamed or removed by a "
             f"deploy? Register the old name as an alias and retry the run from the admin."
         )
+
+
+__all__ = [
+    "AdoptionRefused",
+    "ConfigurationError",
+    "InvalidIdempotencyKey",
+    "LeaseLost",
+    "MissingObject",
+    "PayloadTooLarge",
+    "RedactedError",
+    "ResultNotSerializable",
+    "TaskNotRegistered",
+    "TaskkitError",
+    "UndecodableCall",
+    "UnsafeArgument",
+    "UnsupportedOption",
+]
+
+# A recorded failure names its exception by class path (``TaskRun.error_type``, e.g.
+# "taskkit.exceptions.TaskNotRegistered"; the README documents these), as do Celery's result
+# backend and pickles: the classes keep their public path, ``taskkit.exceptions`` (a re-export).
+for _name in __all__:
+    globals()[_name].__module__ = "taskkit.exceptions"
+del _name

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .conf import settings
+from ..core.conf import settings
 
 VIEW_PERMISSION = "taskkit.view_taskrun"
 HOW = (

@@ -27,22 +27,24 @@ from celery.exceptions import Ignore, Retry
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import ledger, publisher, redaction, signals, sql
-from .conf import settings
-from .context import RunContext, _current, reset_request_id, set_request_id
-from .exceptions import (
+from ..core import ledger, redaction, signals, sql
+from ..core.conf import settings
+from ..core.context import RunContext, _current, reset_request_id, set_request_id
+from ..core.db import db_alias
+from ..core.exceptions import (
     AdoptionRefused,
     LeaseLost,
     MissingObject,
     ResultNotSerializable,
     UndecodableCall,
 )
-from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
-from .policy import RetryDecision
-from .serialization import cap_result, decode_call, encode_call, encode_result
+from ..core.policy import RetryDecision
+from ..core.serialization import cap_result, decode_call, encode_call, encode_result
+from ..models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
+from ..producer import publisher
 
 if TYPE_CHECKING:
-    from .task import ReliableTask
+    from ..task import ReliableTask
 
 logger = logging.getLogger("taskkit.execution")
 
@@ -77,7 +79,7 @@ def execute(task: ReliableTask, request: Any) -> Any:
     except (OperationalError, InterfaceError):
         # A reused connection can die while the worker is idle (the database restarted, the
         # backend was terminated) without Django noticing: reconnect once before giving up.
-        connections[ledger.db_alias()].close()
+        connections[db_alias()].close()
         claim = _claim(task, request, run_id)
     return run_attempt(task, claim)
 
@@ -85,7 +87,7 @@ def execute(task: ReliableTask, request: Any) -> Any:
 def _claim(task: ReliableTask, request: Any, run_id: uuid.UUID) -> ledger.Claim:
     worker, lease = worker_id(request), lease_seconds(task)
     claim = None
-    if sql.can_return_from_update(ledger.db_alias()):
+    if sql.can_return_from_update(db_alias()):
         claim = ledger.claim_by_id(run_id, task.name, worker, lease)  # the common case
     if claim is None:
         claim = _claim_the_slow_way(task, request, run_id, worker, lease)
@@ -106,7 +108,7 @@ def _claim_the_slow_way(
 ) -> ledger.Claim:
     """Read the run first: adopt a message sent without taskkit, claim where one statement
     cannot, or find out why the claim was lost and skip the message (raises ``Ignore``)."""
-    run = TaskRun.objects.using(ledger.db_alias()).filter(pk=run_id).first()
+    run = TaskRun.objects.using(db_alias()).filter(pk=run_id).first()
     if run is None:
         if _from_taskkit(request):
             logger.error(
@@ -190,7 +192,7 @@ def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
     except AdoptionRefused as exc:
         _record_refused_adoption(task, run, exc)
         raise Ignore() from None
-    db = ledger.db_alias()
+    db = db_alias()
     TaskRun.objects.using(db).bulk_create([run], ignore_conflicts=True)
     logger.info("taskkit: adopted run %s of %s, sent without taskkit.", run_id, task.name)
     return TaskRun.objects.using(db).get(pk=run_id)
@@ -248,8 +250,8 @@ def _record_refused_adoption(task: ReliableTask, run: TaskRun, exc: AdoptionRefu
     run.error_type, run.error_message = error.type, error.message
     run.error_traceback = ""
     try:
-        with transaction.atomic(using=ledger.db_alias()):
-            run.save(using=ledger.db_alias(), force_insert=True)
+        with transaction.atomic(using=db_alias()):
+            run.save(using=db_alias(), force_insert=True)
     except IntegrityError:
         return  # a redelivery of the same message: already recorded
     logger.error("taskkit: refused to adopt run %s of %s: %s", run.pk, task.name, error.message)
@@ -291,7 +293,7 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
             return _after_failure(task, claim, exc)
         try:
             if task.atomic:
-                with transaction.atomic(using=ledger.db_alias()):
+                with transaction.atomic(using=db_alias()):
                     return _body(task, claim, args, kwargs)
             return _body(task, claim, args, kwargs)
         except LeaseLost:
@@ -337,7 +339,7 @@ def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict
             result=result,
             duration=duration,
         ),
-        using=ledger.db_alias(),
+        using=db_alias(),
     )
     return result
 
@@ -360,7 +362,7 @@ def record_failure(
     run = claim.run
     decision = None
     if outcome == AttemptOutcome.LOST and not give_up:
-        lost = TaskAttempt.objects.using(ledger.db_alias()).filter(run_id=run.pk, outcome=outcome)
+        lost = TaskAttempt.objects.using(db_alias()).filter(run_id=run.pk, outcome=outcome)
         give_up = lost.count() + 1 >= settings.MAX_WORKER_LOSSES
     if not give_up:
         started = run.first_started_at or claim.started_at

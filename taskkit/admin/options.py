@@ -23,11 +23,12 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from . import admin_display, admin_views
-from .admin_paginator import EstimatedCountPaginator
-from .conf import settings
-from .exceptions import TaskNotRegistered
-from .models import FailedRun, RunState, TaskRun
+from ..core.conf import settings
+from ..core.exceptions import TaskNotRegistered
+from ..models import FailedRun, RunState, TaskRun
+from . import display as admin_display
+from . import views as admin_views
+from .paginator import EstimatedCountPaginator
 
 #: Columns the list pages never show; not fetched for 100 rows of tracebacks and payloads.
 HEAVY_COLUMNS = ("args", "kwargs", "options", "result", "error_traceback")

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import celery
 from django.utils import timezone
 
-from . import ledger
-from .conf import settings
+from ..core import ledger
+from ..core.conf import settings
+from ..core.db import db_alias
 
 if TYPE_CHECKING:
-    from .task import ReliableTask
+    from ..task import ReliableTask
 
 logger = logging.getLogger("taskkit.publish")
 
@@ -86,10 +87,10 @@ def task_for(name: str, app: celery.Celery | None = None) -> ReliableTask | None
 
 def publish_runs(run_ids: list[Any]) -> int:
     """Publish one message for each run (PENDING ones become QUEUED); returns how many went out."""
-    from .models import TaskRun
+    from ..models import TaskRun
 
     sent = 0
-    runs = TaskRun.objects.using(ledger.db_alias()).filter(pk__in=run_ids)
+    runs = TaskRun.objects.using(db_alias()).filter(pk__in=run_ids)
     for run in runs.only("id", "task_name", "options", "not_before", "state").iterator():
         task = task_for(run.task_name)
         if task is None:

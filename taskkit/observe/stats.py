@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
-from .conf import settings
-from .models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from ..core.conf import settings
+from ..models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
 
 WAITING_STATES = (RunState.PENDING, RunState.QUEUED)
 QUANTILES = (0.5, 0.9, 0.99)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from .conf import settings
-from .context import reset_request_id, set_request_id
+from ..core.conf import settings
+from ..core.context import reset_request_id, set_request_id
 
 #: What an incoming id may look like: short, and nothing that could forge a log line.
 SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,63}")

@@ -14,7 +14,7 @@ import logging
 
 from celery._state import get_current_task
 
-from .context import current_request_id, current_run
+from ..core.context import current_request_id, current_run
 
 #: The attributes the filter adds, in the order a formatter may list them.
 FIELDS = ("task_name", "run_id", "attempt", "idempotency_key", "queue", "request_id")

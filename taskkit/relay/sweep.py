@@ -55,13 +55,15 @@ from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import ledger, publisher, signals
-from .conf import settings
-from .exceptions import TaskNotRegistered
-from .models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from ..core import ledger, signals
+from ..core.conf import settings
+from ..core.db import db_alias
+from ..core.exceptions import TaskNotRegistered
+from ..models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from ..producer import publisher
 
 if TYPE_CHECKING:
-    from .task import ReliableTask
+    from ..task import ReliableTask
 
 logger = logging.getLogger("taskkit.relay")
 
@@ -106,7 +108,7 @@ def _take_batch(batch_size: int, now: datetime.datetime) -> list[Taken]:
     """Stamp up to ``batch_size`` rows due at ``now`` (the sweep's start, so a sweep never takes
     back what it stamped itself) as QUEUED by this relay; return (id, old state, old queued_at)
     of the rows this relay now owns (with their old requeue_at and publish count)."""
-    db = ledger.db_alias()
+    db = db_alias()
     due = _due_to_publish(now)
     with write_transaction(db):
         candidates: QuerySet[TaskRun] = TaskRun.objects.using(db).filter(due)
@@ -193,7 +195,7 @@ def _not_registered(name: str) -> TaskNotRegistered:
 def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) -> None:
     """Publish the taken rows, one broker connection per (task, options, due time); runs of
     tasks not registered here go out by name, or end FAILED past their grace."""
-    db = ledger.db_alias()
+    db = db_alias()
     previous = {row[0]: row[1:] for row in rows}
     runs = (
         TaskRun.objects.using(db)
@@ -288,7 +290,7 @@ def _fail_unregistered(runs: list[TaskRun], counts: Counter[str]) -> None:
     if not runs:
         return
     failed = []
-    with write_transaction(ledger.db_alias()):
+    with write_transaction(db_alias()):
         for run in runs:
             error = ledger.ErrorInfo.from_exception(_not_registered(run.task_name))
             if ledger.fail_unregistered(run.pk, run.queued_at, error):
@@ -321,7 +323,7 @@ def publish_due(
         try:
             rows = _take_batch(batch_size, now)
         except OperationalError as exc:  # SQLite's busy timeout ran out: next sweep
-            if connections[ledger.db_alias()].vendor != "sqlite":
+            if connections[db_alias()].vendor != "sqlite":
                 raise
             counts["take_busy"] += 1
             logger.warning("taskkit relay: could not take a batch (%s); next sweep.", exc)
@@ -345,10 +347,10 @@ def recover_expired_leases(
     batch_size: int, counts: Counter[str], lookup: TaskLookup | None = None
 ) -> None:
     """Record the attempts of RUNNING runs whose lease expired as LOST, and move them on."""
-    from .execution import record_failure
+    from ..worker.execution import record_failure
 
     lookup = lookup or TaskLookup()
-    db = ledger.db_alias()
+    db = db_alias()
     now = timezone.now()
     expired = list(
         TaskRun.objects.using(db)
@@ -382,7 +384,7 @@ def _lose_unregistered(
     name = run.task_name
     past_grace = run.unregistered_since is not None and now - run.unregistered_since >= _grace()
     losses = (
-        TaskAttempt.objects.using(ledger.db_alias())
+        TaskAttempt.objects.using(db_alias())
         .filter(run_id=run.pk, outcome=AttemptOutcome.LOST)
         .count()
     )
@@ -417,6 +419,10 @@ class WorkerLost(Exception):
     """The worker holding an attempt stopped renewing it (killed, host lost, frozen)."""
 
 
+# Recorded as the lost attempt's error type: the path it had before the relay became a package.
+WorkerLost.__module__ = "taskkit.relay"
+
+
 def sweep(
     batch_size: int | None = None, name: str | None = None, max_seconds: float | None = None
 ) -> SweepResult:
@@ -438,7 +444,7 @@ def sweep(
 
 
 def _heartbeat(name: str, result: SweepResult) -> None:
-    db = ledger.db_alias()
+    db = db_alias()
     now = timezone.now()
     beats = RelayHeartbeat.objects.using(db).filter(name=name)
     counts = dict(result.counts)
