@@ -30,8 +30,9 @@ from typing import Any
 
 logger = logging.getLogger("taskkit.broker")
 
-#: The transport taskkit uses for Redis brokers unless the project chose one.
-SAFE_TRANSPORT = "taskkit.worker.transport:Transport"
+#: The transport taskkit uses for Redis brokers unless the project chose one, by its documented
+#: path (``taskkit.transport`` re-exports ``taskkit.worker.transport``).
+SAFE_TRANSPORT = "taskkit.transport:Transport"
 #: kombu's own Redis transport (what the ``redis`` / ``rediss`` aliases name in kombu).
 STOCK_REDIS_TRANSPORT = "kombu.transport.redis:Transport"
 #: URL schemes of plain Redis brokers (Sentinel is not covered: taskkit has no transport for it).

@@ -9,7 +9,7 @@ from kombu import Connection
 
 from taskkit.worker import broker
 
-SAFE = "taskkit.worker.transport:Transport"  # the documented path, as projects write it
+SAFE = "taskkit.transport:Transport"  # the documented path, as projects write it
 SAFE_CLASS = "taskkit.worker.transport:Transport"  # where the class lives
 STOCK = "kombu.transport.redis:Transport"
 

@@ -148,7 +148,7 @@ def test_stop_bounds(stop, attempts, delay):
 SLOW_RETRY = FakeTask("slow.retry", wait=wait_exponential(multiplier=60, max=7200), stop=10)
 SHORT_RETRY = FakeTask("short.retry", wait=wait_fixed(30), stop=3)
 CUSTOM_RETRY = FakeTask("custom.retry", wait=lambda state: 10_000)
-SAFE = "taskkit.worker.transport:Transport"
+SAFE = "taskkit.transport:Transport"
 
 
 @pytest.mark.parametrize(
