@@ -48,7 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import celery
 from django.db import IntegrityError, OperationalError, connections, transaction
@@ -59,11 +59,9 @@ from ..core import ledger, signals
 from ..core.conf import settings
 from ..core.db import db_alias
 from ..core.exceptions import TaskNotRegistered
+from ..core.spec import TaskSpec
 from ..models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
 from ..producer import publisher
-
-if TYPE_CHECKING:
-    from ..task import ReliableTask
 
 logger = logging.getLogger("taskkit.relay")
 
@@ -127,12 +125,7 @@ def _take_batch(batch_size: int, now: datetime.datetime) -> list[Taken]:
         for row in rows:
             by_count.setdefault(row[4], []).append(row[0])
         for count, group in by_count.items():
-            TaskRun.objects.using(db).filter(due, pk__in=group).update(
-                state=RunState.QUEUED,
-                queued_at=stamp,
-                publish_count=count + 1,
-                requeue_at=ledger.requeue_at(stamp, None, count),
-            )
+            ledger.take(due, group, stamp, count)
         mine = set(
             TaskRun.objects.using(db)
             .filter(pk__in=ids, queued_at=stamp)
@@ -163,15 +156,16 @@ def write_transaction(db: str) -> Iterator[None]:
 
 
 class TaskLookup:
-    """Resolves task names for one sweep: each name once, the project's task modules imported
-    (``import_default_modules``, which also runs the system checks) at most once."""
+    """Resolves task names to their specs for one sweep: each name once, the project's task
+    modules imported (``import_default_modules``, which also runs the system checks) at most
+    once."""
 
     def __init__(self, app: celery.Celery | None = None) -> None:
         self.app = app or celery.current_app
         self.imported = False
-        self.found: dict[str, ReliableTask | None] = {}
+        self.found: dict[str, TaskSpec | None] = {}
 
-    def __call__(self, name: str) -> ReliableTask | None:
+    def __call__(self, name: str) -> TaskSpec | None:
         if name in self.found:
             return self.found[name]
         task = self.app.tasks.get(name)
@@ -179,7 +173,7 @@ class TaskLookup:
             self.imported = True
             self.app.loader.import_default_modules()
             task = self.app.tasks.get(name)
-        found: ReliableTask | None = task if getattr(task, "is_reliable", False) else None
+        found: TaskSpec | None = task.spec if getattr(task, "is_reliable", False) else None
         self.found[name] = found
         return found
 
@@ -224,12 +218,12 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
     _fail_unregistered(past_grace, counts)
     broker_down = False
     for (name, _, not_before), group in groups.items():
-        task = lookup(name)
+        spec = lookup(name)
         ids = [run.pk for run in group]
         sent: set[Any] = set()
         if not broker_down:
-            if task is not None:
-                sent = set(publisher.publish_many(task, ids, group[0].options, not_before))
+            if spec is not None:
+                sent = set(publisher.publish_many(spec, ids, group[0].options, not_before))
             else:
                 sent = set(
                     publisher.publish_many_by_name(
@@ -239,7 +233,7 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
         for run in group:
             if run.pk in sent:
                 counts[f"published_{previous[run.pk][0].lower()}"] += 1
-        if task is not None:
+        if spec is not None:
             again = [run.pk for run in group if run.pk in sent and run.unregistered_since]
             if again:
                 ledger.note_registered(again)
@@ -251,13 +245,8 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
             counts["publish_failed"] += len(unsent)
             for run in unsent:  # put it back as it was, unless a worker already claimed it
                 old_state, old_queued_at, old_requeue_at, old_count = previous[run.pk]
-                TaskRun.objects.using(db).filter(
-                    pk=run.pk, state=RunState.QUEUED, queued_at=run.queued_at
-                ).update(
-                    state=old_state,
-                    queued_at=old_queued_at,
-                    requeue_at=old_requeue_at,
-                    publish_count=old_count,
+                ledger.put_back(
+                    run.pk, run.queued_at, old_state, old_queued_at, old_requeue_at, old_count
                 )
 
 
@@ -366,11 +355,11 @@ def recover_expired_leases(
             f"the lease of attempt {run.attempts} held by {run.claimed_by or 'a worker'} expired "
             f"at {run.lease_until:%Y-%m-%d %H:%M:%S} UTC: the worker died or froze"
         )
-        task = lookup(run.task_name)
-        if task is None:
+        spec = lookup(run.task_name)
+        if spec is None:
             state = _lose_unregistered(claim, error, now)
         else:
-            state, _ = record_failure(task, claim, error, AttemptOutcome.LOST, force_retry=True)
+            state, _ = record_failure(spec, claim, error, AttemptOutcome.LOST, force_retry=True)
         if state is not None:
             counts[f"recovered_to_{state.lower()}"] += 1
 

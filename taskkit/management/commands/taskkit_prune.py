@@ -16,6 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from taskkit.core import ledger
 from taskkit.core.db import db_alias
 from taskkit.models import TERMINAL_STATES, TaskRun
 
@@ -94,8 +95,7 @@ class Command(BaseCommand):
             batch = list(matching.order_by().values_list("pk", flat=True)[:batch_size])
             if not batch:
                 break
-            _, per_model = matching.filter(pk__in=batch).delete()
-            deleted += per_model.get(TaskRun._meta.label, 0)
+            deleted += ledger.delete_finished(batch, states, cutoff)
             self.stdout.write(
                 f"  deleted {deleted}/{total} runs ({time.monotonic() - started:.1f} s)"
             )
