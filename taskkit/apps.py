@@ -1,5 +1,6 @@
 """Django app configuration for taskkit: connects the default logging, registers the checks and
-makes Redis brokers use taskkit's transport unless the project chose one (``taskkit.broker``)."""
+makes Redis brokers use taskkit's transport unless the project chose one
+(``taskkit.worker.broker``)."""
 
 from django.apps import AppConfig
 

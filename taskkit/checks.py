@@ -153,7 +153,7 @@ def visibility_timeout(conf: Mapping[str, Any]) -> float | None:
 
     Read from ``broker_transport_options`` whatever transport class serves the broker: an alias
     (``redis``, ``sqs``), kombu's class by URL scheme, or an import path to a subclass (taskkit's
-    ``taskkit.transport:Transport``). See ``taskkit.broker.visibility_timeout``.
+    ``taskkit.transport:Transport``). See ``taskkit.worker.broker.visibility_timeout``.
     """
     return broker.visibility_timeout(conf)
 

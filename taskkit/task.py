@@ -95,7 +95,7 @@ class ReliableTask(celery.Task):
     call_signature: inspect.Signature | None = None
     reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
     sensitive: tuple[str, ...] = ()  # parameters kept out of the admin, logs, and the ended run
-    adopt: bool = True  # run messages sent without taskkit (see taskkit.execution._adopt)
+    adopt: bool = True  # run messages sent without taskkit (see taskkit.worker.execution._adopt)
 
     @functools.cached_property
     def spec(self) -> TaskSpec:
@@ -164,7 +164,7 @@ class ReliableTask(celery.Task):
 
         Each item is a tuple of positional arguments, or an ``(args, kwargs)`` pair;
         ``options`` (``queue``, ``countdown``, …) apply to every run. Returns the runs' results
-        in input order. See ``taskkit.dispatch.dispatch_many``.
+        in input order. See ``taskkit.producer.dispatch.dispatch_many``.
         """
         from .producer.dispatch import dispatch_many  # models load after the app registry
 

@@ -302,7 +302,7 @@ def fail(
         changes: dict[str, Any] = {
             "state": RunState.RETRYING,
             "not_before": now + datetime.timedelta(seconds=decision.delay),
-            "queued_at": None,  # no message for the next attempt yet (see taskkit.relay)
+            "queued_at": None,  # no message for the next attempt yet (see taskkit.relay.sweep)
         }
     else:
         changes = {"state": final_state, "finished_at": now, "not_before": None, **_scrub(c.run)}

@@ -2,7 +2,7 @@
 
 ``RequestIdMiddleware`` takes the incoming request id header (``X-Request-ID`` by default, see
 ``TASKKIT_REQUEST_ID_HEADER``) when it looks like an id, or makes a new one; sets it for the
-request with ``taskkit.context.set_request_id`` (dispatch stores it on each run as
+request with ``taskkit.core.context.set_request_id`` (dispatch stores it on each run as
 ``TaskRun.request_id``), exposes it as ``request.request_id`` and returns it in the response
 header of the same name.
 """

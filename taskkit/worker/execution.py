@@ -1,7 +1,7 @@
 """The consumer side: a message for run X becomes at most one attempt at a time.
 
 A worker that receives a message loads the run, *claims* it with a conditional update (see
-``taskkit.ledger``), re-fetches model arguments, runs the function and records the outcome. A
+``taskkit.core.ledger``), re-fetches model arguments, runs the function and records the outcome. A
 message whose claim fails (a duplicate, or a stale redelivery) is acknowledged and skipped with a
 log line. A failed attempt asks the task's ``RetryPolicy``: a retry is recorded as RETRYING with
 ``not_before`` and a delayed message is published, so the worker slot is free at once; giving up
@@ -418,7 +418,7 @@ def _after_failure(
             raise Retry(exc=outward, when=decision.delay) from None
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
-        raise Ignore()  # logged by taskkit.signal_handlers
+        raise Ignore()  # logged by taskkit.observe.signal_handlers
     if not _writable(outward):
         # Celery stores and logs what the task raised; text with a lone surrogate or a NUL (or a
         # failing __str__) would make that fail after the ledger has recorded the failure.

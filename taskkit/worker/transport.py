@@ -13,7 +13,7 @@ business and propagates as before. JSON that is not a Celery message is already 
 Celery and kombu. A real run is never lost this way: a message only says "look at run X", and
 the relay re-publishes any run whose message went missing.
 
-taskkit uses it for Redis brokers without being asked: when Django starts, ``taskkit.broker``
+taskkit uses it for Redis brokers without being asked: when Django starts, ``taskkit.worker.broker``
 points kombu's ``redis`` and ``rediss`` aliases at it, so every ``redis://`` / ``rediss://``
 broker URL gets it. Naming it explicitly also works::
 
