@@ -70,7 +70,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     sys.path.insert(0, str(ROOT))
-    from taskkit.embedded_redis import EmbeddedRedis  # the one import of it (it moves at merge)
+    from devsupport.embedded_redis import EmbeddedRedis
 
     redis = EmbeddedRedis().start()
     (ROOT / ".tmp").mkdir(exist_ok=True)

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         flower_port = int(os.environ.get("FLOWER_PORT") or 5555)
     os.environ["FLOWER_PORT"] = str(flower_port)
 
-    from taskkit.embedded_redis import EmbeddedRedis
+    sys.path.insert(0, str(ROOT))  # devsupport/ is the checkout's, not the wheel's
+    from devsupport.embedded_redis import EmbeddedRedis
 
     redis = None
     if not os.environ.get("REDIS_URL"):

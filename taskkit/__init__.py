@@ -1,7 +1,7 @@
 """taskkit: reliable Celery tasks for Django, on a durable run ledger."""
 
-from .context import RunContext, current_run
-from .exceptions import (
+from .core.context import RunContext, current_run
+from .core.exceptions import (
     ConfigurationError,
     InvalidIdempotencyKey,
     LeaseLost,

@@ -1,5 +1,6 @@
 """Django app configuration for taskkit: connects the default logging, registers the checks and
-makes Redis brokers use taskkit's transport unless the project chose one (``taskkit.broker``)."""
+makes Redis brokers use taskkit's transport unless the project chose one
+(``taskkit.worker.broker``)."""
 
 from django.apps import AppConfig
 
@@ -10,7 +11,9 @@ class TaskkitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import broker, checks, signal_handlers
+        from . import checks
+        from .observe import signal_handlers
+        from .worker import broker
 
         signal_handlers.connect()
         checks.register()

@@ -21,7 +21,7 @@ import tenacity
 from django.apps import apps
 from django.core import checks
 
-from . import broker
+from .worker import broker
 
 logger = logging.getLogger("taskkit.checks")
 
@@ -153,7 +153,7 @@ def visibility_timeout(conf: Mapping[str, Any]) -> float | None:
 
     Read from ``broker_transport_options`` whatever transport class serves the broker: an alias
     (``redis``, ``sqs``), kombu's class by URL scheme, or an import path to a subclass (taskkit's
-    ``taskkit.transport:Transport``). See ``taskkit.broker.visibility_timeout``.
+    ``taskkit.transport:Transport``). See ``taskkit.worker.broker.visibility_timeout``.
     """
     return broker.visibility_timeout(conf)
 
@@ -230,7 +230,7 @@ def policy_longest_wait(policy: Any) -> float | None:
 
 
 def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .conf import settings
+    from .core.conf import settings
 
     app = celery_app()
     return visibility_timeout_messages(
@@ -451,7 +451,7 @@ def acks_late_messages(conf: Mapping[str, Any]) -> list[checks.CheckMessage]:
 def check_db_reuse(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     from django.db import connections
 
-    from .ledger import db_alias
+    from .core.db import db_alias
 
     return db_reuse_messages(celery_app().conf, connections[db_alias()].vendor)
 
@@ -533,7 +533,7 @@ def check_sqlite_transaction_mode(
 ) -> list[checks.CheckMessage]:
     from django.db import connections
 
-    from .ledger import db_alias
+    from .core.db import db_alias
 
     connection = connections[db_alias()]
     return sqlite_transaction_messages(

@@ -2,7 +2,7 @@
 
 The ledger is the source of truth; a broker message only says "look at run X". A run's id is the
 Celery task id, so Celery, Flower and django-celery-results speak of the same id. State changes are
-conditional updates made in ``taskkit.ledger``; nothing else writes ``state``.
+conditional updates made in ``taskkit.core.ledger``; nothing else writes ``state``.
 """
 
 from __future__ import annotations

@@ -3,26 +3,31 @@
 The decorator validates its options at decoration time (with "did you mean" hints), freezes the
 tenacity strategies into a ``RetryPolicy`` and registers a ``ReliableTask`` with Celery's
 ``shared_task``, so it binds to whichever Celery app the project uses. ``.delay()`` and
-``.apply_async()`` dispatch through ``taskkit.dispatch``; a worker executes through
-``taskkit.execution``; calling the task object directly runs the function in-process.
-Per-task configuration lives on the task class and is never mutated; per-run state never lives
-on the task object (it is a per-process singleton).
+``.apply_async()`` dispatch through ``taskkit.producer.dispatch``; a worker executes through
+``taskkit.worker.execution``; calling the task object directly runs the function in-process.
+Both sides receive the task as a ``TaskSpec`` (``ReliableTask.spec``, built once), never this
+module: this is the one place that knows both, and wires the worker's publishing to the
+producer's publisher. Per-task configuration lives on the task class and is never mutated;
+per-run state never lives on the task object (it is a per-process singleton).
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import celery
 
-from .exceptions import ConfigurationError
-from .policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
+from .core.exceptions import ConfigurationError
+from .core.policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
+from .core.spec import TaskSpec
 
 if TYPE_CHECKING:
-    from .result import RunResult
+    from .producer.result import RunResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,7 +85,7 @@ class ReliableTask(celery.Task):
     acks_late = True
     reject_on_worker_lost = True
     typing = False  # taskkit binds arguments to the signature itself, before writing the run
-    Request = "taskkit.worker:ReliableRequest"
+    Request = "taskkit.worker.request:ReliableRequest"
 
     is_reliable = True
     policy: RetryPolicy
@@ -90,14 +95,40 @@ class ReliableTask(celery.Task):
     call_signature: inspect.Signature | None = None
     reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
     sensitive: tuple[str, ...] = ()  # parameters kept out of the admin, logs, and the ended run
-    adopt: bool = True  # run messages sent without taskkit (see taskkit.execution._adopt)
+    adopt: bool = True  # run messages sent without taskkit (see taskkit.worker.execution._adopt)
+
+    @functools.cached_property
+    def spec(self) -> TaskSpec:
+        """The task as the producer and the worker see it (built at first use, when bound)."""
+        return TaskSpec(
+            name=self.name,
+            app=self.app,
+            policy=self.policy,
+            signature=self.call_signature,
+            idempotency_key_fn=self.idempotency_key_fn,
+            on_missing=self.on_missing,
+            atomic=self.atomic,
+            queue=self.reliable_queue,
+            sensitive=self.sensitive,
+            adopt=self.adopt,
+            time_limit=self.time_limit,
+            body=self._body,
+            send=self._send,
+            publish=_publish_many,
+        )
+
+    def _body(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)  # self.run at call time: testing's faults patch it
+
+    def _send(self, **options: Any) -> Any:
+        return celery.Task.apply_async(self, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request_stack.top
         if request is not None and not request.called_directly and request.id:
-            from .execution import execute  # models load after the app registry
+            from .worker.execution import execute  # models load after the app registry
 
-            return execute(self, request)  # a worker (or eager apply) runs the run
+            return execute(self.spec, request)  # a worker (or eager apply) runs the run
         return self.run(*args, **kwargs)
 
     def apply_async(
@@ -121,9 +152,9 @@ class ReliableTask(celery.Task):
                 options[name] = value
         if task_id is not None:
             options["task_id"] = task_id
-        from .dispatch import dispatch  # models load after the app registry
+        from .producer.dispatch import dispatch  # models load after the app registry
 
-        return dispatch(self, tuple(args or ()), dict(kwargs or {}), options)
+        return dispatch(self.spec, tuple(args or ()), dict(kwargs or {}), options)
 
     def delay(self, *args: Any, **kwargs: Any) -> RunResult:
         return self.apply_async(args, kwargs)
@@ -133,11 +164,24 @@ class ReliableTask(celery.Task):
 
         Each item is a tuple of positional arguments, or an ``(args, kwargs)`` pair;
         ``options`` (``queue``, ``countdown``, …) apply to every run. Returns the runs' results
-        in input order. See ``taskkit.dispatch.dispatch_many``.
+        in input order. See ``taskkit.producer.dispatch.dispatch_many``.
         """
-        from .dispatch import dispatch_many  # models load after the app registry
+        from .producer.dispatch import dispatch_many  # models load after the app registry
 
-        return dispatch_many(self, calls, options)
+        return dispatch_many(self.spec, calls, options)
+
+
+def _publish_many(
+    spec: TaskSpec,
+    run_ids: list[Any],
+    options: dict[str, Any],
+    not_before: datetime.datetime | None = None,
+) -> list[Any]:
+    """The publish point every spec carries: the producer's, looked up when called (so that
+    ``taskkit.testing.capture()`` replaces it for the worker and the relay too)."""
+    from .producer import publisher  # models load after the app registry
+
+    return publisher.publish_many(spec, run_ids, options, not_before)
 
 
 @overload

@@ -34,14 +34,16 @@ from unittest import mock
 
 from celery.exceptions import Ignore, Retry
 from django.db import connections
-from django.utils import timezone
 
-from . import ledger, publisher
-from .conf import settings
-from .context import current_run
-from .execution import execute
+from .core import ledger
+from .core.conf import settings
+from .core.context import current_run
+from .core.db import db_alias
+from .core.serialization import encode_call
+from .core.spec import RUN_HEADER, TaskSpec
 from .models import TaskRun
-from .serialization import encode_call
+from .producer import publisher
+from .worker.execution import execute
 
 if TYPE_CHECKING:
     from .task import ReliableTask
@@ -81,17 +83,20 @@ class Captured:
 
     # -- the publisher boundary ---------------------------------------------------------------
 
-    def _publish(
+    def _publish_many(
         self,
-        task: ReliableTask,
-        run_id: Any,
+        spec: TaskSpec,
+        run_ids: list[Any],
         options: dict[str, Any],
         not_before: datetime.datetime | None = None,
-    ) -> bool:
-        message = Message(task.name, uuid.UUID(str(run_id)), not_before)
-        self.messages.append(message)
-        self._pending.append(message)
-        return True
+    ) -> list[Any]:
+        """Stands in for taskkit's one publish point (``publisher.publish_many``): every message
+        of a dispatch, a bulk dispatch, a retry or an operator retry is captured."""
+        for run_id in run_ids:
+            message = Message(spec.name, uuid.UUID(str(run_id)), not_before)
+            self.messages.append(message)
+            self._pending.append(message)
+        return list(run_ids)
 
     # -- committing in TestCase-style tests ---------------------------------------------------
 
@@ -216,26 +221,23 @@ class Captured:
         if task is None:
             raise LookupError(f"taskkit.testing: no reliable task named {message.task_name!r}")
         db = self.using
-        # Time travel: a retry (or countdown) is due now.
-        TaskRun.objects.using(db).filter(pk=message.run_id, not_before__gt=timezone.now()).update(
-            not_before=timezone.now()
-        )
+        ledger.make_due(message.run_id)  # time travel: a retry (or countdown) is due now
         request = SimpleNamespace(
             id=str(message.run_id),
             hostname="taskkit.testing",
             is_eager=False,
-            headers={publisher.RUN_HEADER: "1"},
+            headers={RUN_HEADER: "1"},
             delivery_info={},
             args=[],
             kwargs={},
         )
-        setattr(request, publisher.RUN_HEADER, "1")
+        setattr(request, RUN_HEADER, "1")
         attempts_before = TaskRun.objects.using(db).values_list("attempts", flat=True)
         before = attempts_before.get(pk=message.run_id)
         exception: BaseException | None = None
         with self._faults_applied(task):
             try:
-                execute(task, request)
+                execute(task.spec, request)
             except (Ignore, Retry):
                 pass
             except Exception as exc:
@@ -279,8 +281,8 @@ def _describe(args: Any, kwargs: Any) -> str:
 @contextlib.contextmanager
 def capture(using: str | None = None) -> Iterator[Captured]:
     """Capture taskkit's broker messages instead of publishing them (see the module docstring)."""
-    captured = Captured(using or ledger.db_alias())
-    with mock.patch.object(publisher, "publish", captured._publish):
+    captured = Captured(using or db_alias())
+    with mock.patch.object(publisher, "publish_many", captured._publish_many):
         yield captured
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from taskkit.embedded_redis import redis_url_from_env
+from devsupport.embedded_redis import redis_url_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TMP_DIR = BASE_DIR / ".tmp"
@@ -118,7 +118,7 @@ if os.environ.get("TASKKIT_TEST_BROKER_TRANSPORT") and REDIS_URL.startswith("red
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"run_context": {"()": "taskkit.log_context.RunContextFilter"}},
+    "filters": {"run_context": {"()": "taskkit.observe.log_context.RunContextFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import path
 
-import taskkit.views
+import taskkit.observe.views
 from tests.testapp import tasks
 
 
@@ -13,6 +13,6 @@ def dispatch_view(request):
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("metrics", taskkit.views.metrics),
+    path("metrics", taskkit.observe.views.metrics),
     path("dispatch", dispatch_view),
 ]

@@ -1,11 +1,10 @@
 """Settings of the demo: SQLite (WAL) + embedded Redis unless DATABASE_URL / REDIS_URL are set."""
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
-
-from taskkit.embedded_redis import redis_url_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,7 +32,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "taskkit.middleware.RequestIdMiddleware",  # request ids on responses, runs and log lines
+    # request ids on responses, runs and log lines
+    "taskkit.observe.middleware.RequestIdMiddleware",
 ]
 ROOT_URLCONF = "demoproject.urls"
 WSGI_APPLICATION = "demoproject.wsgi.application"
@@ -68,8 +68,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
 
+
+
+def _embedded_redis_url() -> str:
+    """An embedded redis-server started now, from the checkout's devsupport/ (not in the wheel)."""
+    sys.path.insert(0, str(BASE_DIR.parent))  # the checkout's root, where devsupport/ lives
+    from devsupport.embedded_redis import redis_url_from_env
+
+    return redis_url_from_env()
+
+
 # $REDIS_URL, or an embedded redis-server started now (demo/run.py starts one for all processes).
-REDIS_URL = redis_url_from_env()
+REDIS_URL = os.environ.get("REDIS_URL") or _embedded_redis_url()
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = "django-db"
@@ -101,7 +111,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"run_context": {"()": "taskkit.log_context.RunContextFilter"}},
+    "filters": {"run_context": {"()": "taskkit.observe.log_context.RunContextFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",

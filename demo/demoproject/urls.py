@@ -4,10 +4,10 @@ from django.contrib import admin
 from django.urls import path
 from shop import views
 
-import taskkit.views
+import taskkit.observe.views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
-    path("metrics", taskkit.views.metrics),
+    path("metrics", taskkit.observe.views.metrics),
 ]

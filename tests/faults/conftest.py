@@ -24,7 +24,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from taskkit.embedded_redis import EmbeddedRedis
+from devsupport.embedded_redis import EmbeddedRedis
 from taskkit.models import TERMINAL_STATES, RunState, TaskRun
 from tests.conftest import OUTPUT, ROOT, Worker, wait_for
 from tests.faults.proxy import Proxy

@@ -18,7 +18,7 @@ from tests.testapp import tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(150)]
 
-SAFE_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "taskkit.transport:Transport"}
+SAFE_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "taskkit.worker.transport:Transport"}
 STOCK_TRANSPORT = {"TASKKIT_TEST_BROKER_TRANSPORT": "kombu.transport.redis:Transport"}
 
 #: For scenarios with a backlog: the fault profile's TASKKIT_REQUEUE_AFTER (4 s) is shorter than
@@ -217,7 +217,7 @@ MALFORMED = [
 def test_17_stock_kombu_worker_dies_on_a_non_json_entry(cluster):
     """The problem, reproduced: with kombu's own Redis transport (asked for explicitly: taskkit
     uses its own for Redis brokers otherwise), one non-JSON entry stops the worker and the entry
-    is gone. (If this starts failing, kombu fixed it: revisit taskkit.transport.)"""
+    is gone. (If this starts failing, kombu fixed it: revisit taskkit.worker.transport.)"""
     cluster.env.update(STOCK_TRANSPORT)
     worker = cluster.start_worker()
     redis.Redis(port=cluster.broker.port).lpush("celery", b"this is not json")
@@ -229,7 +229,8 @@ def test_17_stock_kombu_worker_dies_on_a_non_json_entry(cluster):
 
 def test_17_malformed_entries_on_the_queue(cluster, report):
     """Non-JSON, non-UTF-8, JSON without headers, an envelope without a task: with
-    taskkit.transport the worker logs and drops each one and keeps serving; no real run is lost."""
+    taskkit.worker.transport the worker logs and drops each one and keeps serving; no real run
+    is lost."""
     cluster.env.update(SAFE_TRANSPORT)
     worker = cluster.start_worker()
     client = redis.Redis(port=cluster.broker.port)

@@ -1,9 +1,9 @@
-"""taskkit.transport: an undecodable Redis queue entry is dropped and logged, not raised."""
+"""taskkit.worker.transport: an undecodable Redis queue entry is dropped and logged, not raised."""
 
 import pytest
 from kombu import Connection
 
-from taskkit.embedded_redis import EmbeddedRedis
+from devsupport.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def server():
 def test_an_undecodable_entry_is_dropped_and_the_next_message_delivered(server, raw, caplog):
     import redis
 
-    with Connection(server.url, transport="taskkit.transport:Transport") as conn:
+    with Connection(server.url, transport="taskkit.worker.transport:Transport") as conn:
         queue = conn.SimpleQueue("q")
         queue.put({"n": 1})
         redis.Redis(port=server.port).rpush("q", raw)  # popped first (kombu pops from the right)

@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.urls import reverse
 
+from taskkit.core.serialization import MAX_DEPTH, TAG
 from taskkit.models import RunState, TaskRun
-from taskkit.serialization import MAX_DEPTH, TAG
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from taskkit.core.serialization import TAG
 from taskkit.models import RunState, TaskAttempt, TaskRun
-from taskkit.serialization import TAG
 from tests.conftest import Worker, wait_for
 from tests.integration.test_execution import finished
 from tests.testapp import tasks

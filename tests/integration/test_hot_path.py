@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from taskkit import ledger
+from taskkit.core import ledger
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
 from tests.testapp import tasks
 

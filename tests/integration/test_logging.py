@@ -7,17 +7,17 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from taskkit.context import reset_request_id, set_request_id
-from taskkit.log_context import FIELDS, RunContextFilter
-from taskkit.middleware import request_id_from
+from taskkit.core.context import reset_request_id, set_request_id
 from taskkit.models import TaskRun
+from taskkit.observe.log_context import FIELDS, RunContextFilter
+from taskkit.observe.middleware import request_id_from
 from tests.conftest import wait_for
 from tests.integration.test_execution import finished
 from tests.testapp import tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
-MIDDLEWARE = [*settings.MIDDLEWARE, "taskkit.middleware.RequestIdMiddleware"]
+MIDDLEWARE = [*settings.MIDDLEWARE, "taskkit.observe.middleware.RequestIdMiddleware"]
 
 
 def records(**match):

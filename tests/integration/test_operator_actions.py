@@ -1,12 +1,14 @@
-"""Operator retry and discard go through the ledger; taskkit's signals report transitions."""
+"""Operator retry (a ledger transition, published on commit) and discard go through the ledger;
+taskkit's signals report transitions."""
 
 import functools
 
 import pytest
 from django.db import transaction
 
-from taskkit import ledger, signals
+from taskkit.core import ledger, signals
 from taskkit.models import RunState, TaskAttempt, TaskRun
+from taskkit.producer import dispatch
 from tests.integration.test_execution import finished
 from tests.testapp import tasks
 from tests.testapp.models import Effect
@@ -19,7 +21,7 @@ def test_retrying_a_failed_run_gives_it_a_fresh_budget(worker):
     result = tasks.always_fails.delay("again")
     assert finished(result.id).attempts == 3
     with transaction.atomic():
-        retried = ledger.retry_runs(TaskRun.objects.filter(pk=result.id))
+        retried = dispatch.retry_runs(TaskRun.objects.filter(pk=result.id))
         assert TaskRun.objects.get(pk=result.id).state == RunState.PENDING
     assert [str(pk) for pk in retried] == [result.id]
     run = finished(result.id)
@@ -41,7 +43,7 @@ def test_retry_rolled_back_publishes_nothing(clean_broker):
     TaskRun.objects.filter(pk=run.pk).update(state=RunState.FAILED)
     clean_broker.delete("inspect")
     with pytest.raises(RuntimeError), transaction.atomic():
-        ledger.retry_runs(TaskRun.objects.all())
+        dispatch.retry_runs(TaskRun.objects.all())
         raise RuntimeError
     assert TaskRun.objects.get(pk=run.pk).state == RunState.FAILED
     assert clean_broker.llen("inspect") == 0

@@ -14,8 +14,8 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from taskkit import relay
 from taskkit.models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from taskkit.relay import sweep as relay
 from tests.conftest import ROOT, wait_for
 from tests.integration.test_execution import finished
 from tests.testapp import tasks

@@ -16,9 +16,11 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskkit import ledger, metrics, redaction, relay, signals
-from taskkit.exceptions import TaskNotRegistered
+from taskkit.core import ledger, redaction, signals
+from taskkit.core.exceptions import TaskNotRegistered
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
+from taskkit.observe import metrics
+from taskkit.relay import sweep as relay
 from tests.conftest import wait_for
 from tests.integration.test_execution import finished
 from tests.testapp import tasks

@@ -16,9 +16,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from taskkit import ledger, relay, signals
-from taskkit.exceptions import InvalidIdempotencyKey, RedactedError
+from taskkit.core import ledger, signals
+from taskkit.core.exceptions import InvalidIdempotencyKey, RedactedError
 from taskkit.models import RunState, TaskAttempt, TaskRun
+from taskkit.relay import sweep as relay
 from tests.celery_app import app
 from tests.conftest import wait_for
 from tests.integration.test_execution import finished

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from taskkit import signals
+from taskkit.core import signals
 from taskkit.models import RunState, TaskRun
 from tests.celery_app import app
 from tests.testapp import tasks

@@ -40,6 +40,15 @@ class TestCommittedDispatches:
         captured.assert_not_dispatched(tasks.record)
         assert captured.messages == []
 
+    def test_a_bulk_dispatch_is_captured_and_run(self, captured, clean_broker):
+        """delay_many goes through the one publish point capture() replaces: every run of the
+        batch is captured (none reaches Redis) and run_all() runs them."""
+        results = tasks.record.delay_many([("bulk-1",), ("bulk-2",)])
+        assert [str(m.run_id) for m in captured.messages] == [r.id for r in results]
+        assert clean_broker.llen("celery") == 0
+        assert outcomes(captured.run_all()) == ["succeeded", "succeeded"]
+        assert Effect.objects.filter(kind__startswith="bulk-").count() == 2
+
     def test_captured_only_once_the_transaction_commits(self, captured):
         """Inside an open transaction nothing is captured yet; after it commits, it is."""
         with transaction.atomic():

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from taskkit import ledger
+from taskkit.core import ledger
+from taskkit.core.serialization import TAG
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
-from taskkit.serialization import TAG
 from tests.integration.test_execution import finished
 from tests.testapp import tasks
 from tests.testapp.models import Effect, Order

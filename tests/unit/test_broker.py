@@ -1,4 +1,4 @@
-"""taskkit.broker: redis:// and rediss:// brokers get taskkit's transport unless the project
+"""taskkit.worker.broker: redis:// and rediss:// brokers get taskkit's transport unless the project
 names another; other schemes keep theirs."""
 
 import ssl
@@ -7,9 +7,10 @@ import pytest
 from celery import Celery
 from kombu import Connection
 
-from taskkit import broker
+from taskkit.worker import broker
 
-SAFE = "taskkit.transport:Transport"
+SAFE = "taskkit.transport:Transport"  # the documented path, as projects write it
+SAFE_CLASS = "taskkit.worker.transport:Transport"  # where the class lives
 STOCK = "kombu.transport.redis:Transport"
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,11 +26,11 @@ def transport_of(app: Celery, write: bool = False) -> str:
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"broker_url": "redis://h:6379/0"}, SAFE),
-        ({"broker_url": "rediss://h:6380/0"}, SAFE),
-        ({"broker_url": "redis://a:6379/0;redis://b:6379/0"}, SAFE),  # failover
-        ({"broker_url": "redis://h/0", "broker_transport": "redis"}, SAFE),  # the alias
-        ({"broker_url": "redis://h/0", "broker_transport": SAFE}, SAFE),
+        ({"broker_url": "redis://h:6379/0"}, SAFE_CLASS),
+        ({"broker_url": "rediss://h:6380/0"}, SAFE_CLASS),
+        ({"broker_url": "redis://a:6379/0;redis://b:6379/0"}, SAFE_CLASS),  # failover
+        ({"broker_url": "redis://h/0", "broker_transport": "redis"}, SAFE_CLASS),  # the alias
+        ({"broker_url": "redis://h/0", "broker_transport": SAFE}, SAFE_CLASS),
         # the project's explicit choice of kombu's own class is kept (check W010 warns)
         ({"broker_url": "redis://h/0", "broker_transport": STOCK}, STOCK),
         # other schemes keep their transport
@@ -49,7 +50,7 @@ def test_an_app_that_switches_broker_gets_the_new_schemes_transport():
     """Nothing is pinned in the app's configuration: redis:// → taskkit's, amqp:// → AMQP."""
     app = Celery("t", set_as_current=False)
     app.conf.broker_url = "redis://h/0"
-    assert transport_of(app) == SAFE
+    assert transport_of(app) == SAFE_CLASS
     app.conf.broker_url = "amqp://h//"
     assert transport_of(app) == "kombu.transport.pyamqp:Transport"
 
@@ -59,13 +60,13 @@ def test_an_environment_broker_url_counts(monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://env-host:6379/3")
     app = Celery("t", set_as_current=False)
     app.conf.broker_url = "amqp://h//"
-    assert transport_of(app, write=True) == SAFE
+    assert transport_of(app, write=True) == SAFE_CLASS
 
 
 def test_rediss_keeps_kombus_tls_default():
     """kombu gives a rediss:// URL TLS from the alias name; taskkit's transport keeps it."""
     with Connection("rediss://h:6380/0") as connection:
-        assert type(connection.transport).__module__ == "taskkit.transport"
+        assert type(connection.transport).__module__ == "taskkit.worker.transport"
         assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_NONE}
     with Connection("rediss://h:6380/0", ssl={"ssl_ca_certs": "/ca.pem"}) as connection:
         assert connection.ssl == {"ssl_ca_certs": "/ca.pem"}

@@ -20,10 +20,10 @@ from tenacity import (
     wait_random,
 )
 
+from devsupport.embedded_redis import EmbeddedRedis
 from taskkit import checks
-from taskkit.embedded_redis import EmbeddedRedis
-from taskkit.policy import make_policy
-from taskkit.transport import Transport as SafeTransport
+from taskkit.core.policy import make_policy
+from taskkit.worker.transport import Transport as SafeTransport
 from tests.celery_app import app
 
 pytestmark = pytest.mark.timeout(30)
@@ -365,7 +365,7 @@ def test_the_test_app_runs_taskkits_transport_without_being_asked():
     assert app.conf.broker_url.startswith("redis")
     assert not app.conf.broker_transport
     with app.connection_for_read() as connection:
-        assert type(connection.transport).__module__ == "taskkit.transport"
+        assert type(connection.transport).__module__ == "taskkit.worker.transport"
 
 
 def test_registered_checks_read_the_celery_app(app_conf):

@@ -12,8 +12,8 @@ import pytest
 import tenacity
 from django.core.exceptions import ImproperlyConfigured
 
-from taskkit.exceptions import ConfigurationError
-from taskkit.policy import RetryDecision
+from taskkit.core.exceptions import ConfigurationError
+from taskkit.core.policy import RetryDecision
 from taskkit.task import REPLACED_OPTIONS, ReliableTask, reliable_task
 
 

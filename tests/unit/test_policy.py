@@ -1,4 +1,4 @@
-"""Unit tests of taskkit.policy: make_policy's normalisation and RetryPolicy.decide as tables."""
+"""taskkit.core.policy: make_policy's normalisation and RetryPolicy.decide as tables."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tenacity import (
     wait_fixed,
 )
 
-from taskkit.exceptions import ConfigurationError
-from taskkit.policy import DEFAULT_ATTEMPTS, MAX_DELAY, RetryDecision, RetryPolicy, make_policy
+from taskkit.core.exceptions import ConfigurationError
+from taskkit.core.policy import DEFAULT_ATTEMPTS, MAX_DELAY, RetryDecision, RetryPolicy, make_policy
 
 
 class Transient(Exception):

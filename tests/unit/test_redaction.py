@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from taskkit import redaction
-from taskkit.exceptions import ConfigurationError, InvalidIdempotencyKey, RedactedError
-from taskkit.serialization import cap_result
+from taskkit.core import redaction
+from taskkit.core.exceptions import ConfigurationError, InvalidIdempotencyKey, RedactedError
+from taskkit.core.serialization import cap_result
 from taskkit.task import reliable_task
 
 R = {"__taskkit__": "redacted"}

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from taskkit import checks
-from taskkit.exceptions import TaskkitError, TaskNotRegistered
-from taskkit.relay import TaskLookup
+from taskkit.core.exceptions import TaskkitError, TaskNotRegistered
+from taskkit.relay.sweep import TaskLookup
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,14 +26,15 @@ class FakeApp:
         self.tasks.update(self.late)
 
 
-RELIABLE = SimpleNamespace(is_reliable=True)
+SPEC = SimpleNamespace(name="a spec")  # what a ReliableTask hands the relay
+RELIABLE = SimpleNamespace(is_reliable=True, spec=SPEC)
 PLAIN = SimpleNamespace()
 
 
 def test_known_names_never_import_the_task_modules():
     app = FakeApp({"a": RELIABLE})
     lookup = TaskLookup(app)
-    assert lookup("a") is RELIABLE and lookup("a") is RELIABLE
+    assert lookup("a") is SPEC and lookup("a") is SPEC
     assert app.imports == 0
 
 
@@ -41,14 +42,14 @@ def test_unknown_names_import_the_task_modules_once_per_lookup():
     app = FakeApp({}, late={"late": RELIABLE})
     lookup = TaskLookup(app)
     found = [lookup(n) for n in ("gone", "other", "gone", "late", "other")]
-    assert found == [None, None, None, RELIABLE, None]  # "late" was registered by the import
+    assert found == [None, None, None, SPEC, None]  # "late" was registered by the import
     assert app.imports == 1
 
 
 def test_a_task_imported_by_the_one_import_is_found():
     app = FakeApp({}, late={"late": RELIABLE})
     lookup = TaskLookup(app)
-    assert lookup("late") is RELIABLE
+    assert lookup("late") is SPEC
     assert lookup("gone") is None
     assert app.imports == 1
 

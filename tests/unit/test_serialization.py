@@ -1,4 +1,4 @@
-"""Unit tests of taskkit.serialization: exact round-trips, refusals that name the argument."""
+"""Unit tests of taskkit.core.serialization: exact round-trips, refusals that name the argument."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from taskkit.exceptions import (
+from taskkit.core.exceptions import (
     MissingObject,
     PayloadTooLarge,
     ResultNotSerializable,
     UndecodableCall,
     UnsafeArgument,
 )
-from taskkit.serialization import (
+from taskkit.core.serialization import (
     MAX_DEPTH,
     MAX_INT,
     MIN_INT,

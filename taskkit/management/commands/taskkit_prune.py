@@ -16,7 +16,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from taskkit import ledger
+from taskkit.core import ledger
+from taskkit.core.db import db_alias
 from taskkit.models import TERMINAL_STATES, TaskRun
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -80,7 +81,7 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1.")
 
         cutoff = timezone.now() - age
-        db = ledger.db_alias()
+        db = db_alias()
         matching = TaskRun.objects.using(db).filter(state__in=states, finished_at__lt=cutoff)
         total = matching.count()
         self.stdout.write(
@@ -94,8 +95,7 @@ class Command(BaseCommand):
             batch = list(matching.order_by().values_list("pk", flat=True)[:batch_size])
             if not batch:
                 break
-            _, per_model = matching.filter(pk__in=batch).delete()
-            deleted += per_model.get(TaskRun._meta.label, 0)
+            deleted += ledger.delete_finished(batch, states, cutoff)
             self.stdout.write(
                 f"  deleted {deleted}/{total} runs ({time.monotonic() - started:.1f} s)"
             )

@@ -1,4 +1,4 @@
-"""``manage.py taskkit_relay``: run the relay (see ``taskkit.relay``) until SIGTERM / Ctrl-C."""
+"""``manage.py taskkit_relay``: run the relay (``taskkit.relay.sweep``) until SIGTERM / Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import celery
 from django.core.management.base import BaseCommand, CommandParser
 
-from taskkit import relay
-from taskkit.conf import settings
+from taskkit.core.conf import settings
+from taskkit.relay import sweep as relay
 
 
 class Command(BaseCommand):

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from taskkit import stats
 from taskkit.models import RunState
+from taskkit.observe import stats
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

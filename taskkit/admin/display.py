@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from .serialization import MAX_DEPTH, TAG
+from ..core.serialization import MAX_DEPTH, TAG
 
 #: ``(model label, pk) -> URL or None``: where a model reference links to.
 Linker = Callable[[str, Any], str | None]
@@ -71,7 +71,7 @@ HIDDEN_TAGS = {
 
 def masked_arguments(args: Any, kwargs: Any, options: Any) -> tuple[Any, Any]:
     """The stored arguments with a live run's sensitive values masked; apply before rendering."""
-    from .redaction import for_display
+    from ..core.redaction import for_display
 
     return for_display(args, kwargs, options)
 

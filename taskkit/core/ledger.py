@@ -1,9 +1,13 @@
-"""State transitions of a run, each a conditional UPDATE on the ledger.
+"""State transitions of a run, each a conditional UPDATE on the ledger: the only writer of runs.
 
 Every transition names the state (and, once claimed, the attempt number and the claim holder) it
 expects; if another process got there first the UPDATE matches no row and the caller learns it
 lost. That compare-and-set is what keeps one attempt at a time and makes duplicate messages
 harmless. The attempt row and the run's new state are written in one transaction.
+
+Every write of ``TaskRun`` / ``TaskAttempt`` rows is a function here (``tests/unit/test_layout.py``
+holds the rest of the package to it). The ledger never publishes: a transition after which a
+message must go out (an operator retry) returns the ids, and its caller publishes them on commit.
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import redaction, sql
-from .models import (
+from ..models import (
     CLAIMABLE_STATES,
     TERMINAL_STATES,
     AttemptOutcome,
@@ -27,12 +30,9 @@ from .models import (
     TaskAttempt,
     TaskRun,
 )
+from . import redaction, sql
+from .db import db_alias
 from .policy import RetryDecision
-
-
-def db_alias() -> str:
-    return router.db_for_write(TaskRun) or "default"
-
 
 #: Caps of the recorded error, in characters: the type fits its column (max_length=255); a
 #: message keeps its start, a traceback its end (the innermost frames and the exception line).
@@ -302,7 +302,7 @@ def fail(
         changes: dict[str, Any] = {
             "state": RunState.RETRYING,
             "not_before": now + datetime.timedelta(seconds=decision.delay),
-            "queued_at": None,  # no message for the next attempt yet (see taskkit.relay)
+            "queued_at": None,  # no message for the next attempt yet (see taskkit.relay.sweep)
         }
     else:
         changes = {"state": final_state, "finished_at": now, "not_before": None, **_scrub(c.run)}
@@ -396,6 +396,16 @@ def mark_queued(run_ids: list[Any], not_before: datetime.datetime | None = None)
         )
 
 
+def deferred_to_relay(not_before: datetime.datetime | None) -> bool:
+    """Whether a delay is too long for an ETA message, so the run waits in the ledger (no message)
+    until the relay publishes it when due (``TASKKIT_ETA_MAX_SECONDS``)."""
+    from .conf import settings
+
+    if not_before is None:
+        return False
+    return (not_before - timezone.now()).total_seconds() > settings.ETA_MAX_SECONDS
+
+
 def mark_requeued(run_id: Any) -> None:
     """After publishing a retry: stamp queued_at; the state stays RETRYING until claimed."""
     TaskRun.objects.using(db_alias()).filter(pk=run_id, state=RunState.RETRYING).update(
@@ -415,13 +425,12 @@ def _chunks(ids: list[Any], size: int = 1000) -> Any:
 def retry_runs(queryset: Any) -> list[Any]:
     """Operator retry: FAILED / DISCARDED runs go back to PENDING with a fresh attempt budget.
 
-    Runs in the caller's transaction; the runs are published when it commits (and, should that
-    publish fail, by the relay, as any PENDING run). Returns the ids of the runs retried.
-    Runs whose sensitive arguments were scrubbed when they ended cannot run again and are left as
-    they are (``count_scrubbed`` says how many of a queryset).
+    Runs in the caller's transaction. Returns the ids of the runs retried: the caller publishes
+    them once that transaction commits (``taskkit.producer.publisher.publish_runs``; should it not,
+    the relay publishes them, as any PENDING run). Runs whose sensitive arguments were scrubbed
+    when they ended cannot run again and are left as they are (``count_scrubbed`` says how many
+    of a queryset).
     """
-    from . import publisher
-
     db = db_alias()
     ids = list(
         queryset.filter(state__in=RETRYABLE_BY_OPERATOR)
@@ -446,8 +455,6 @@ def retry_runs(queryset: Any) -> list[Any]:
             claimed_by="",
             discard_reason="",
         )
-    if retried:
-        transaction.on_commit(lambda: publisher.publish_runs(retried), using=db)
     return retried
 
 
@@ -558,3 +565,91 @@ def lose_unregistered(c: Claim, error: ErrorInfo, give_up: bool) -> str | None:
     elif state == RunState.RETRYING:
         query.filter(unregistered_since__isnull=True).update(unregistered_since=now)
     return state
+
+
+# -- rows written whole: dispatch, adoption, the relay's take, pruning --------------------------
+
+
+def create_run(run: TaskRun) -> None:
+    """Dispatch: insert a new PENDING run (no key), in the caller's transaction."""
+    run.save(using=db_alias(), force_insert=True)
+
+
+def create_runs(runs: list[TaskRun], *, ignore_conflicts: bool = False) -> None:
+    """Dispatch (bulk, or with an idempotency key) and adoption: insert runs in one statement;
+    with ``ignore_conflicts`` a run whose id or key exists already is skipped
+    (``INSERT … ON CONFLICT DO NOTHING``), leaving the caller's transaction usable."""
+    TaskRun.objects.using(db_alias()).bulk_create(runs, ignore_conflicts=ignore_conflicts)
+
+
+def record_refused(run: TaskRun, error: ErrorInfo) -> bool:
+    """A message sent without taskkit was refused: insert ``run`` (not yet saved) FAILED with
+    ``error``, no attempt and no arguments (they may be unsafe to store: that is the point).
+    ``False`` if a redelivery of the same message recorded it first."""
+    run.state = RunState.FAILED
+    run.finished_at = timezone.now()
+    run.args, run.kwargs = [], {}
+    run.error_type, run.error_message = error.type, error.message
+    run.error_traceback = ""
+    db = db_alias()
+    try:
+        with transaction.atomic(using=db):
+            run.save(using=db, force_insert=True)
+    except IntegrityError:
+        return False
+    return True
+
+
+def take(due: Q, run_ids: list[Any], stamp: datetime.datetime, publishes_before: int) -> int:
+    """Relay: runs of ``run_ids`` still ``due`` become QUEUED, stamped ``stamp`` (this relay's),
+    about to be published for the ``publishes_before + 1``-th time. Returns how many."""
+    return (
+        TaskRun.objects.using(db_alias())
+        .filter(due, pk__in=run_ids)
+        .update(
+            state=RunState.QUEUED,
+            queued_at=stamp,
+            publish_count=publishes_before + 1,
+            requeue_at=requeue_at(stamp, None, publishes_before),
+        )
+    )
+
+
+def put_back(
+    run_id: Any,
+    stamp: datetime.datetime | None,
+    state: str,
+    queued_at: datetime.datetime | None,
+    requeue_by: datetime.datetime | None,
+    publish_count: int,
+) -> bool:
+    """Relay: a taken run (QUEUED at ``stamp``) whose publish failed goes back as it was, unless
+    a worker claimed it meanwhile."""
+    return bool(
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, state=RunState.QUEUED, queued_at=stamp)
+        .update(
+            state=state, queued_at=queued_at, requeue_at=requeue_by, publish_count=publish_count
+        )
+    )
+
+
+def make_due(run_id: Any) -> int:
+    """``taskkit.testing``: a run waiting for a retry or a countdown is due now (time travel)."""
+    now = timezone.now()
+    return (
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, not_before__gt=now)
+        .update(not_before=timezone.now())
+    )
+
+
+def delete_finished(run_ids: list[Any], states: Any, finished_before: datetime.datetime) -> int:
+    """Pruning: delete those of ``run_ids`` that ended in ``states`` before ``finished_before``,
+    with their attempts. Returns how many runs were deleted."""
+    _, per_model = (
+        TaskRun.objects.using(db_alias())
+        .filter(pk__in=run_ids, state__in=states, finished_at__lt=finished_before)
+        .delete()
+    )
+    return per_model.get(TaskRun._meta.label, 0)

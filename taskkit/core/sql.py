@@ -3,8 +3,8 @@
 The ORM spends two round trips where one statement does: a claim is ``UPDATE … RETURNING`` (the
 run comes back with the claim; PostgreSQL, SQLite ≥ 3.35), and on PostgreSQL the success of an
 attempt is one ``WITH … UPDATE … RETURNING`` + ``INSERT`` statement. Values are prepared and
-converted by the models' own fields, exactly as the ORM does; ``taskkit.ledger`` falls back to the
-ORM where these are not available.
+converted by the models' own fields, exactly as the ORM does; ``taskkit.core.ledger`` falls back
+to the ORM where these are not available.
 """
 
 from __future__ import annotations

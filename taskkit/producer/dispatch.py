@@ -14,21 +14,21 @@ import datetime
 import functools
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import ledger, publisher, redaction, signals
-from .conf import settings
-from .context import current_request_id
-from .exceptions import InvalidIdempotencyKey, UnsupportedOption
-from .models import RunState, TaskRun
+from ..core import ledger, redaction, signals
+from ..core.conf import settings
+from ..core.context import current_request_id
+from ..core.db import db_alias
+from ..core.exceptions import InvalidIdempotencyKey, UnsupportedOption
+from ..core.serialization import encode_call
+from ..core.spec import PUBLISH_OPTIONS, TaskSpec
+from ..models import RunState, TaskRun
+from . import publisher
 from .result import RunResult
-from .serialization import encode_call
-
-if TYPE_CHECKING:
-    from .task import ReliableTask
 
 #: apply_async options a reliable task accepts.
 SUPPORTED_OPTIONS = frozenset(
@@ -56,30 +56,30 @@ _WHY_NOT = {
 
 
 def dispatch(
-    task: ReliableTask,
+    spec: TaskSpec,
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     options: Mapping[str, Any],
 ) -> RunResult:
-    _check_options(task, options, "apply_async")
+    _check_options(spec, options, "apply_async")
 
     encoded_args, encoded_kwargs = encode_call(
-        task.call_signature, task.name, tuple(args), dict(kwargs), settings.MAX_PAYLOAD_BYTES
+        spec.signature, spec.name, tuple(args), dict(kwargs), settings.MAX_PAYLOAD_BYTES
     )
     key = options.get("idempotency_key")
-    if key is None and task.idempotency_key_fn is not None:
-        key = task.idempotency_key_fn(*args, **kwargs)
+    if key is None and spec.idempotency_key_fn is not None:
+        key = spec.idempotency_key_fn(*args, **kwargs)
     if key is not None:
-        _check_key(task.name, key)
+        _check_key(spec.name, key)
     not_before = _not_before(options.get("countdown"), options.get("eta"))
-    publish_options = _publish_options(task, options)
+    publish_options = _publish_options(spec, options)
     run_id = _run_id(options.get("task_id"))
-    run_options = run_options_for(task, publish_options, encoded_args, encoded_kwargs, key)
+    run_options = run_options_for(spec, publish_options, encoded_args, encoded_kwargs, key)
 
     run = TaskRun(
         id=run_id,
-        task_name=task.name,
-        queue=publish_options.get("queue") or task.app.conf.task_default_queue,
+        task_name=spec.name,
+        queue=publish_options.get("queue") or spec.app.conf.task_default_queue,
         args=encoded_args,
         kwargs=encoded_kwargs,
         options=run_options,
@@ -89,31 +89,31 @@ def dispatch(
         created_at=timezone.now(),
         request_id=current_request_id(),
     )
-    db = ledger.db_alias()
+    db = db_alias()
     if key is None:
-        run.save(using=db, force_insert=True)
+        ledger.create_run(run)
         created = True
     else:
-        TaskRun.objects.using(db).bulk_create([run], ignore_conflicts=True)
+        ledger.create_runs([run], ignore_conflicts=True)
         existing_id = (
             TaskRun.objects.using(db)
-            .filter(task_name=task.name, idempotency_key=key)
+            .filter(task_name=spec.name, idempotency_key=key)
             .values_list("id", flat=True)
             .get()
         )
         created = existing_id == run_id
         run_id = existing_id
-    signals.send(signals.run_dispatched, task.name, run_id=run_id, created=created)
+    signals.send(signals.run_dispatched, spec.name, run_id=run_id, created=created)
     if created:
         transaction.on_commit(
-            functools.partial(publisher.publish_new, task, run_id, publish_options, not_before),
+            functools.partial(publisher.publish_new, spec, run_id, publish_options, not_before),
             using=db,
         )
-    return RunResult(str(run_id), created=created, app=task.app, task_name=task.name)
+    return RunResult(str(run_id), created=created, app=spec.app, task_name=spec.name)
 
 
 def run_options_for(
-    task: ReliableTask,
+    spec: TaskSpec,
     publish_options: dict[str, Any],
     encoded_args: list[Any],
     encoded_kwargs: dict[str, Any],
@@ -126,33 +126,31 @@ def run_options_for(
     holding a sensitive value is refused (keys are stored in clear). Tasks without ``sensitive=``
     get ``publish_options`` itself, at no cost.
     """
-    if not task.sensitive:
+    if not spec.sensitive:
         return publish_options
-    spec = redaction.spec_for(
-        task.call_signature, task.sensitive, len(encoded_args), encoded_kwargs
-    )
-    if spec is None:
+    scrub = redaction.spec_for(spec.signature, spec.sensitive, len(encoded_args), encoded_kwargs)
+    if scrub is None:
         return publish_options
     if key is not None:
         redaction.check_key(
-            task.name, key, redaction.secret_texts(encoded_args, encoded_kwargs, spec)
+            spec.name, key, redaction.secret_texts(encoded_args, encoded_kwargs, scrub)
         )
-    return {**publish_options, redaction.SPEC: spec}
+    return {**publish_options, redaction.SPEC: scrub}
 
 
-def _check_options(task: ReliableTask, options: Mapping[str, Any], method: str) -> None:
+def _check_options(spec: TaskSpec, options: Mapping[str, Any], method: str) -> None:
     unsupported = sorted(k for k, v in options.items() if k not in SUPPORTED_OPTIONS and v)
     if unsupported:
         name = unsupported[0]
         why = _WHY_NOT.get(name, f"supported options are {', '.join(sorted(SUPPORTED_OPTIONS))}.")
-        raise UnsupportedOption(f"{task.name}.{method}({name}=…) is not supported: {why}")
+        raise UnsupportedOption(f"{spec.name}.{method}({name}=…) is not supported: {why}")
 
 
-def _publish_options(task: ReliableTask, options: Mapping[str, Any]) -> dict[str, Any]:
+def _publish_options(spec: TaskSpec, options: Mapping[str, Any]) -> dict[str, Any]:
     """The options every (re)publish of the run uses; the decorator's queue= by default."""
-    publish_options = {k: options[k] for k in publisher.PUBLISH_OPTIONS if options.get(k)}
-    if "queue" not in publish_options and task.reliable_queue:
-        publish_options["queue"] = task.reliable_queue
+    publish_options = {k: options[k] for k in PUBLISH_OPTIONS if options.get(k)}
+    if "queue" not in publish_options and spec.queue:
+        publish_options["queue"] = spec.queue
     return publish_options
 
 
@@ -195,7 +193,7 @@ _PER_RUN_OPTIONS = {
 
 
 def dispatch_many(
-    task: ReliableTask, calls: Iterable[Any], options: Mapping[str, Any]
+    spec: TaskSpec, calls: Iterable[Any], options: Mapping[str, Any]
 ) -> list[RunResult]:
     """Dispatch many runs of ``task``: one INSERT, one publish batch after commit, one UPDATE.
 
@@ -213,34 +211,34 @@ def dispatch_many(
     per_run = sorted(k for k in options if k in _PER_RUN_OPTIONS and options[k] is not None)
     if per_run:
         raise UnsupportedOption(
-            f"{task.name}.delay_many({per_run[0]}=…) is not supported: "
+            f"{spec.name}.delay_many({per_run[0]}=…) is not supported: "
             f"{_PER_RUN_OPTIONS[per_run[0]]}"
         )
-    _check_options(task, options, "delay_many")
+    _check_options(spec, options, "delay_many")
     not_before = _not_before(options.get("countdown"), options.get("eta"))
-    publish_options = _publish_options(task, options)
-    queue = publish_options.get("queue") or task.app.conf.task_default_queue
+    publish_options = _publish_options(spec, options)
+    queue = publish_options.get("queue") or spec.app.conf.task_default_queue
     max_bytes = settings.MAX_PAYLOAD_BYTES
     request_id = current_request_id()
     now = timezone.now()
 
     runs: list[TaskRun] = []
     for index, item in enumerate(calls):
-        args, kwargs = _split_call(task.name, index, item)
+        args, kwargs = _split_call(spec.name, index, item)
         try:
             encoded_args, encoded_kwargs = encode_call(
-                task.call_signature, task.name, args, kwargs, max_bytes
+                spec.signature, spec.name, args, kwargs, max_bytes
             )
-            key = task.idempotency_key_fn(*args, **kwargs) if task.idempotency_key_fn else None
+            key = spec.idempotency_key_fn(*args, **kwargs) if spec.idempotency_key_fn else None
             if key is not None:
-                _check_key(task.name, key)
-            run_options = run_options_for(task, publish_options, encoded_args, encoded_kwargs, key)
+                _check_key(spec.name, key)
+            run_options = run_options_for(spec, publish_options, encoded_args, encoded_kwargs, key)
         except Exception as exc:
-            raise _at_index(exc, task.name, index) from exc
+            raise _at_index(exc, spec.name, index) from exc
         runs.append(
             TaskRun(
                 id=uuid.uuid4(),
-                task_name=task.name,
+                task_name=spec.name,
                 queue=queue,
                 args=encoded_args,
                 kwargs=encoded_kwargs,
@@ -258,18 +256,18 @@ def dispatch_many(
         if run.idempotency_key is not None:
             first_of_key.setdefault(run.idempotency_key, run)
     unkeyed = [run for run in runs if run.idempotency_key is None]
-    db = ledger.db_alias()
+    db = db_alias()
     manager = TaskRun.objects.using(db)
     if unkeyed:
-        manager.bulk_create(unkeyed)
+        ledger.create_runs(unkeyed)
     existing: dict[str | None, Any] = {}
     if first_of_key:
-        manager.bulk_create(list(first_of_key.values()), ignore_conflicts=True)
+        ledger.create_runs(list(first_of_key.values()), ignore_conflicts=True)
         keys = list(first_of_key)
         size = (connections[db].features.max_query_params or 65_000) - 10
         for start in range(0, len(keys), size):
             existing.update(
-                manager.filter(task_name=task.name, idempotency_key__in=keys[start : start + size])
+                manager.filter(task_name=spec.name, idempotency_key__in=keys[start : start + size])
                 .values_list("idempotency_key", "id")
                 .iterator()
             )
@@ -284,12 +282,12 @@ def dispatch_many(
             created = run_id == run.pk  # only the first item of a key was inserted
         if created:
             new_ids.append(run_id)
-        signals.send(signals.run_dispatched, task.name, run_id=run_id, created=created)
-        results.append(RunResult(str(run_id), created=created, app=task.app, task_name=task.name))
+        signals.send(signals.run_dispatched, spec.name, run_id=run_id, created=created)
+        results.append(RunResult(str(run_id), created=created, app=spec.app, task_name=spec.name))
     if new_ids:
         transaction.on_commit(
             functools.partial(
-                publisher.publish_new_many, task, new_ids, publish_options, not_before
+                publisher.publish_new_many, spec, new_ids, publish_options, not_before
             ),
             using=db,
         )
@@ -319,3 +317,13 @@ def _at_index(exc: Exception, task_name: str, index: int) -> Exception:
         return type(exc)(message)
     except Exception:
         return TypeError(message)
+
+
+def retry_runs(queryset: Any) -> list[Any]:
+    """Operator retry: FAILED / DISCARDED runs of ``queryset`` go back to PENDING
+    (``ledger.retry_runs``, in the caller's transaction) and are published when it commits (or,
+    should that publish fail, by the relay). Returns the ids of the runs retried."""
+    retried = ledger.retry_runs(queryset)
+    if retried:
+        transaction.on_commit(functools.partial(publisher.publish_runs, retried), using=db_alias())
+    return retried

@@ -48,20 +48,20 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import celery
 from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import ledger, publisher, signals
-from .conf import settings
-from .exceptions import TaskNotRegistered
-from .models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
-
-if TYPE_CHECKING:
-    from .task import ReliableTask
+from ..core import ledger, signals
+from ..core.conf import settings
+from ..core.db import db_alias
+from ..core.exceptions import TaskNotRegistered
+from ..core.spec import TaskSpec
+from ..models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from ..producer import publisher
 
 logger = logging.getLogger("taskkit.relay")
 
@@ -106,7 +106,7 @@ def _take_batch(batch_size: int, now: datetime.datetime) -> list[Taken]:
     """Stamp up to ``batch_size`` rows due at ``now`` (the sweep's start, so a sweep never takes
     back what it stamped itself) as QUEUED by this relay; return (id, old state, old queued_at)
     of the rows this relay now owns (with their old requeue_at and publish count)."""
-    db = ledger.db_alias()
+    db = db_alias()
     due = _due_to_publish(now)
     with write_transaction(db):
         candidates: QuerySet[TaskRun] = TaskRun.objects.using(db).filter(due)
@@ -125,12 +125,7 @@ def _take_batch(batch_size: int, now: datetime.datetime) -> list[Taken]:
         for row in rows:
             by_count.setdefault(row[4], []).append(row[0])
         for count, group in by_count.items():
-            TaskRun.objects.using(db).filter(due, pk__in=group).update(
-                state=RunState.QUEUED,
-                queued_at=stamp,
-                publish_count=count + 1,
-                requeue_at=ledger.requeue_at(stamp, None, count),
-            )
+            ledger.take(due, group, stamp, count)
         mine = set(
             TaskRun.objects.using(db)
             .filter(pk__in=ids, queued_at=stamp)
@@ -161,15 +156,16 @@ def write_transaction(db: str) -> Iterator[None]:
 
 
 class TaskLookup:
-    """Resolves task names for one sweep: each name once, the project's task modules imported
-    (``import_default_modules``, which also runs the system checks) at most once."""
+    """Resolves task names to their specs for one sweep: each name once, the project's task
+    modules imported (``import_default_modules``, which also runs the system checks) at most
+    once."""
 
     def __init__(self, app: celery.Celery | None = None) -> None:
         self.app = app or celery.current_app
         self.imported = False
-        self.found: dict[str, ReliableTask | None] = {}
+        self.found: dict[str, TaskSpec | None] = {}
 
-    def __call__(self, name: str) -> ReliableTask | None:
+    def __call__(self, name: str) -> TaskSpec | None:
         if name in self.found:
             return self.found[name]
         task = self.app.tasks.get(name)
@@ -177,7 +173,7 @@ class TaskLookup:
             self.imported = True
             self.app.loader.import_default_modules()
             task = self.app.tasks.get(name)
-        found: ReliableTask | None = task if getattr(task, "is_reliable", False) else None
+        found: TaskSpec | None = task.spec if getattr(task, "is_reliable", False) else None
         self.found[name] = found
         return found
 
@@ -193,7 +189,7 @@ def _not_registered(name: str) -> TaskNotRegistered:
 def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) -> None:
     """Publish the taken rows, one broker connection per (task, options, due time); runs of
     tasks not registered here go out by name, or end FAILED past their grace."""
-    db = ledger.db_alias()
+    db = db_alias()
     previous = {row[0]: row[1:] for row in rows}
     runs = (
         TaskRun.objects.using(db)
@@ -222,12 +218,12 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
     _fail_unregistered(past_grace, counts)
     broker_down = False
     for (name, _, not_before), group in groups.items():
-        task = lookup(name)
+        spec = lookup(name)
         ids = [run.pk for run in group]
         sent: set[Any] = set()
         if not broker_down:
-            if task is not None:
-                sent = set(publisher.publish_many(task, ids, group[0].options, not_before))
+            if spec is not None:
+                sent = set(publisher.publish_many(spec, ids, group[0].options, not_before))
             else:
                 sent = set(
                     publisher.publish_many_by_name(
@@ -237,7 +233,7 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
         for run in group:
             if run.pk in sent:
                 counts[f"published_{previous[run.pk][0].lower()}"] += 1
-        if task is not None:
+        if spec is not None:
             again = [run.pk for run in group if run.pk in sent and run.unregistered_since]
             if again:
                 ledger.note_registered(again)
@@ -249,13 +245,8 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
             counts["publish_failed"] += len(unsent)
             for run in unsent:  # put it back as it was, unless a worker already claimed it
                 old_state, old_queued_at, old_requeue_at, old_count = previous[run.pk]
-                TaskRun.objects.using(db).filter(
-                    pk=run.pk, state=RunState.QUEUED, queued_at=run.queued_at
-                ).update(
-                    state=old_state,
-                    queued_at=old_queued_at,
-                    requeue_at=old_requeue_at,
-                    publish_count=old_count,
+                ledger.put_back(
+                    run.pk, run.queued_at, old_state, old_queued_at, old_requeue_at, old_count
                 )
 
 
@@ -288,7 +279,7 @@ def _fail_unregistered(runs: list[TaskRun], counts: Counter[str]) -> None:
     if not runs:
         return
     failed = []
-    with write_transaction(ledger.db_alias()):
+    with write_transaction(db_alias()):
         for run in runs:
             error = ledger.ErrorInfo.from_exception(_not_registered(run.task_name))
             if ledger.fail_unregistered(run.pk, run.queued_at, error):
@@ -321,7 +312,7 @@ def publish_due(
         try:
             rows = _take_batch(batch_size, now)
         except OperationalError as exc:  # SQLite's busy timeout ran out: next sweep
-            if connections[ledger.db_alias()].vendor != "sqlite":
+            if connections[db_alias()].vendor != "sqlite":
                 raise
             counts["take_busy"] += 1
             logger.warning("taskkit relay: could not take a batch (%s); next sweep.", exc)
@@ -345,10 +336,10 @@ def recover_expired_leases(
     batch_size: int, counts: Counter[str], lookup: TaskLookup | None = None
 ) -> None:
     """Record the attempts of RUNNING runs whose lease expired as LOST, and move them on."""
-    from .execution import record_failure
+    from ..worker.execution import record_failure
 
     lookup = lookup or TaskLookup()
-    db = ledger.db_alias()
+    db = db_alias()
     now = timezone.now()
     expired = list(
         TaskRun.objects.using(db)
@@ -364,11 +355,11 @@ def recover_expired_leases(
             f"the lease of attempt {run.attempts} held by {run.claimed_by or 'a worker'} expired "
             f"at {run.lease_until:%Y-%m-%d %H:%M:%S} UTC: the worker died or froze"
         )
-        task = lookup(run.task_name)
-        if task is None:
+        spec = lookup(run.task_name)
+        if spec is None:
             state = _lose_unregistered(claim, error, now)
         else:
-            state, _ = record_failure(task, claim, error, AttemptOutcome.LOST, force_retry=True)
+            state, _ = record_failure(spec, claim, error, AttemptOutcome.LOST, force_retry=True)
         if state is not None:
             counts[f"recovered_to_{state.lower()}"] += 1
 
@@ -382,7 +373,7 @@ def _lose_unregistered(
     name = run.task_name
     past_grace = run.unregistered_since is not None and now - run.unregistered_since >= _grace()
     losses = (
-        TaskAttempt.objects.using(ledger.db_alias())
+        TaskAttempt.objects.using(db_alias())
         .filter(run_id=run.pk, outcome=AttemptOutcome.LOST)
         .count()
     )
@@ -417,6 +408,10 @@ class WorkerLost(Exception):
     """The worker holding an attempt stopped renewing it (killed, host lost, frozen)."""
 
 
+# Recorded as the lost attempt's error type: the path it had before the relay became a package.
+WorkerLost.__module__ = "taskkit.relay"
+
+
 def sweep(
     batch_size: int | None = None, name: str | None = None, max_seconds: float | None = None
 ) -> SweepResult:
@@ -438,7 +433,7 @@ def sweep(
 
 
 def _heartbeat(name: str, result: SweepResult) -> None:
-    db = ledger.db_alias()
+    db = db_alias()
     now = timezone.now()
     beats = RelayHeartbeat.objects.using(db).filter(name=name)
     counts = dict(result.counts)

@@ -1,6 +1,7 @@
 """The admin's operator actions and extra pages: retry, discard, "all matching", the overview.
 
-Retry and discard call ``ledger.retry_runs`` / ``ledger.discard_runs`` on a queryset (the selected
+Retry and discard call ``dispatch.retry_runs`` (the ledger's transition, then the publish on
+commit) / ``ledger.discard_runs`` on a queryset (the selected
 rows, or the whole changelist queryset of the current filter), inside one transaction together
 with their admin log entries, so a retry is published only if the log is written and the log
 never names runs that were not changed.
@@ -31,8 +32,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.generic import TemplateView
 
-from . import admin_display, ledger
-from .models import RelayHeartbeat, RunState, TaskRun
+from ..core import ledger
+from ..core.db import db_alias
+from ..models import RelayHeartbeat, RunState, TaskRun
+from ..producer import dispatch
+from . import display as admin_display
 
 LOG_BATCH = 500
 REASON_MAX = 2000
@@ -72,7 +76,7 @@ def _apply(
     report: Callable[[int], str],
 ) -> int:
     """Run a ledger change and its admin log in one transaction, then tell the operator."""
-    with transaction.atomic(using=ledger.db_alias()):
+    with transaction.atomic(using=db_alias()):
         run_ids = change()
         log_operator_action(request, run_ids, log(len(run_ids)))
     level = messages.SUCCESS if run_ids else messages.WARNING
@@ -93,7 +97,7 @@ def apply_retry(model_admin: Any, request: HttpRequest, queryset: QuerySet[Any],
     return _apply(
         model_admin,
         request,
-        lambda: ledger.retry_runs(queryset),
+        lambda: dispatch.retry_runs(queryset),
         lambda n: f"Retried by an operator ({n} runs in this action; {scope})",
         lambda n: (
             f"Retried {n} run(s) ({scope}) with a fresh attempt budget. Only FAILED and "

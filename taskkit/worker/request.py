@@ -21,8 +21,8 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 from django.db import close_old_connections, connections
 
-from . import ledger
-from .models import AttemptOutcome
+from ..core import ledger
+from ..models import AttemptOutcome
 
 logger = logging.getLogger("taskkit.worker")
 
@@ -69,19 +69,20 @@ def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
     task = request.task
     if not getattr(task, "is_reliable", False) or not request.worker_pid:
         return
+    spec = task.spec  # a ReliableTask's (taskkit.task is the face; this side knows the spec)
     try:
         close_old_connections()
         claim = ledger.holder_claim(request.id, worker_id(request, request.worker_pid))
         if claim is None:
             return  # the child died before claiming, or the outcome was already recorded
         state, _ = record_failure(
-            task, claim, exc, outcome, force_retry=outcome == AttemptOutcome.LOST
+            spec, claim, exc, outcome, force_retry=outcome == AttemptOutcome.LOST
         )
         logger.warning(
             "taskkit: attempt %d of run %s of %s ended %s; run is now %s.",
             claim.attempt,
             request.id,
-            task.name,
+            spec.name,
             outcome,
             state,
         )

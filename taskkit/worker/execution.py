@@ -1,7 +1,7 @@
 """The consumer side: a message for run X becomes at most one attempt at a time.
 
 A worker that receives a message loads the run, *claims* it with a conditional update (see
-``taskkit.ledger``), re-fetches model arguments, runs the function and records the outcome. A
+``taskkit.core.ledger``), re-fetches model arguments, runs the function and records the outcome. A
 message whose claim fails (a duplicate, or a stale redelivery) is acknowledged and skipped with a
 log line. A failed attempt asks the task's ``RetryPolicy``: a retry is recorded as RETRYING with
 ``not_before`` and a delayed message is published, so the worker slot is free at once; giving up
@@ -12,6 +12,12 @@ arguments the function's current signature no longer accepts — records its att
 FAILED at once (``UndecodableCall``), never retried. A message sent without taskkit (celery beat,
 ``send_task``) is adopted as a run only after the checks ``.delay()`` makes; a refused one is
 recorded as a FAILED run with the reason (``AdoptionRefused``), never run and never dropped.
+
+The task arrives as a ``taskkit.core.spec.TaskSpec``: this module imports neither
+``taskkit.task`` nor the producer side. Where it must publish (a retry's delayed message, an
+early message sent again) it calls the spec's publish point, ``spec.publish_one``, which the face
+(``ReliableTask``) wires to the producer's publisher; every write of a run goes through
+``taskkit.core.ledger``.
 """
 
 from __future__ import annotations
@@ -21,35 +27,34 @@ import logging
 import os
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.exceptions import Ignore, Retry
-from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import ledger, publisher, redaction, signals, sql
-from .conf import settings
-from .context import RunContext, _current, reset_request_id, set_request_id
-from .exceptions import (
+from ..core import ledger, redaction, signals, sql
+from ..core.conf import settings
+from ..core.context import RunContext, _current, reset_request_id, set_request_id
+from ..core.db import db_alias
+from ..core.exceptions import (
     AdoptionRefused,
     LeaseLost,
     MissingObject,
     ResultNotSerializable,
     UndecodableCall,
 )
-from .models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
-from .policy import RetryDecision
-from .serialization import cap_result, decode_call, encode_call, encode_result
-
-if TYPE_CHECKING:
-    from .task import ReliableTask
+from ..core.policy import RetryDecision
+from ..core.serialization import cap_result, decode_call, encode_call, encode_result
+from ..core.spec import RUN_HEADER, TaskSpec
+from ..models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
 
 logger = logging.getLogger("taskkit.execution")
 
 
-def lease_seconds(task: ReliableTask) -> float:
+def lease_seconds(spec: TaskSpec) -> float:
     """An attempt's lease: the hard time limit plus a margin, so a live attempt never loses it."""
-    limit = task.time_limit or task.app.conf.task_time_limit
+    limit = spec.time_limit or spec.app.conf.task_time_limit
     if limit:
         return float(limit) + settings.LEASE_MARGIN_SECONDS
     return settings.LEASE_SECONDS
@@ -59,7 +64,7 @@ def worker_id(request: Any, pid: int | None = None) -> str:
     return f"{getattr(request, 'hostname', None) or socket.gethostname()}:{pid or os.getpid()}"
 
 
-def execute(task: ReliableTask, request: Any) -> Any:
+def execute(spec: TaskSpec, request: Any) -> Any:
     """Run one attempt of the run named by ``request.id``, or skip the message."""
     try:
         run_id = uuid.UUID(str(request.id))
@@ -67,28 +72,28 @@ def execute(task: ReliableTask, request: Any) -> Any:
         logger.error(
             "taskkit: message for %s has the id %r, which is not a run id; acknowledged "
             "and skipped.",
-            task.name,
+            spec.name,
             request.id,
         )
         raise Ignore() from None
     _drop_broken_connections()
     try:
-        claim = _claim(task, request, run_id)
+        claim = _claim(spec, request, run_id)
     except (OperationalError, InterfaceError):
         # A reused connection can die while the worker is idle (the database restarted, the
         # backend was terminated) without Django noticing: reconnect once before giving up.
-        connections[ledger.db_alias()].close()
-        claim = _claim(task, request, run_id)
-    return run_attempt(task, claim)
+        connections[db_alias()].close()
+        claim = _claim(spec, request, run_id)
+    return run_attempt(spec, claim)
 
 
-def _claim(task: ReliableTask, request: Any, run_id: uuid.UUID) -> ledger.Claim:
-    worker, lease = worker_id(request), lease_seconds(task)
+def _claim(spec: TaskSpec, request: Any, run_id: uuid.UUID) -> ledger.Claim:
+    worker, lease = worker_id(request), lease_seconds(spec)
     claim = None
-    if sql.can_return_from_update(ledger.db_alias()):
-        claim = ledger.claim_by_id(run_id, task.name, worker, lease)  # the common case
+    if sql.can_return_from_update(db_alias()):
+        claim = ledger.claim_by_id(run_id, spec.name, worker, lease)  # the common case
     if claim is None:
-        claim = _claim_the_slow_way(task, request, run_id, worker, lease)
+        claim = _claim_the_slow_way(spec, request, run_id, worker, lease)
     return claim
 
 
@@ -102,27 +107,27 @@ def _drop_broken_connections() -> None:
 
 
 def _claim_the_slow_way(
-    task: ReliableTask, request: Any, run_id: uuid.UUID, worker: str, lease: float
+    spec: TaskSpec, request: Any, run_id: uuid.UUID, worker: str, lease: float
 ) -> ledger.Claim:
     """Read the run first: adopt a message sent without taskkit, claim where one statement
     cannot, or find out why the claim was lost and skip the message (raises ``Ignore``)."""
-    run = TaskRun.objects.using(ledger.db_alias()).filter(pk=run_id).first()
+    run = TaskRun.objects.using(db_alias()).filter(pk=run_id).first()
     if run is None:
         if _from_taskkit(request):
             logger.error(
                 "taskkit: message for run %s of %s, which the ledger does not know; "
                 "acknowledged and skipped.",
                 run_id,
-                task.name,
+                spec.name,
             )
             raise Ignore()
-        run = _adopt(task, request, run_id)
-    if run.task_name != task.name:
+        run = _adopt(spec, request, run_id)
+    if run.task_name != spec.name:
         logger.error(
             "taskkit: message for run %s names task %s but the run belongs to %s; "
             "acknowledged and skipped.",
             run_id,
-            task.name,
+            spec.name,
             run.task_name,
         )
         raise Ignore()
@@ -133,8 +138,8 @@ def _claim_the_slow_way(
             # Clocks differ between hosts: a delayed message may arrive before the ledger says
             # the run is due. Send it again for the due time rather than dropping it (a long
             # wait is left to the relay).
-            if not publisher.deferred_to_relay(run.not_before):
-                publisher.publish(task, run.pk, run.options, run.not_before)
+            if not ledger.deferred_to_relay(run.not_before):
+                spec.publish_one(run.pk, run.options, run.not_before)
             logger.info(
                 "taskkit: message for run %s arrived before it was due (%s); re-sent.",
                 run_id,
@@ -145,7 +150,7 @@ def _claim_the_slow_way(
             "taskkit: skipped a message for run %s of %s: the run is %s after %d attempt(s) (a "
             "duplicate, stale or early message); acknowledged.",
             run_id,
-            task.name,
+            spec.name,
             run.state,
             run.attempts,
         )
@@ -163,10 +168,10 @@ def _early(run: TaskRun) -> bool:
 
 def _from_taskkit(request: Any) -> bool:
     headers = getattr(request, "headers", None) or {}
-    return bool(getattr(request, publisher.RUN_HEADER, None) or headers.get(publisher.RUN_HEADER))
+    return bool(getattr(request, RUN_HEADER, None) or headers.get(RUN_HEADER))
 
 
-def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
+def _adopt(spec: TaskSpec, request: Any, run_id: uuid.UUID) -> TaskRun:
     """Record a run for a message sent without taskkit (celery beat, ``send_task``).
 
     The message's arguments get the checks ``.delay()`` makes (signature, JSON safety, payload
@@ -178,84 +183,74 @@ def _adopt(task: ReliableTask, request: Any, run_id: uuid.UUID) -> TaskRun:
     now = timezone.now()
     run = TaskRun(
         id=run_id,
-        task_name=task.name,
-        queue=delivery.get("routing_key") or task.app.conf.task_default_queue,
+        task_name=spec.name,
+        queue=delivery.get("routing_key") or spec.app.conf.task_default_queue,
         state=RunState.QUEUED,
         created_at=now,
         queued_at=now,
     )
     try:
-        run.args, run.kwargs = _adoptable_call(task, request)
-        run.options = _adopted_options(task, request)
+        run.args, run.kwargs = _adoptable_call(spec, request)
+        run.options = _adopted_options(spec, request)
     except AdoptionRefused as exc:
-        _record_refused_adoption(task, run, exc)
+        _record_refused_adoption(spec, run, exc)
         raise Ignore() from None
-    db = ledger.db_alias()
-    TaskRun.objects.using(db).bulk_create([run], ignore_conflicts=True)
-    logger.info("taskkit: adopted run %s of %s, sent without taskkit.", run_id, task.name)
-    return TaskRun.objects.using(db).get(pk=run_id)
+    ledger.create_runs([run], ignore_conflicts=True)
+    logger.info("taskkit: adopted run %s of %s, sent without taskkit.", run_id, spec.name)
+    return TaskRun.objects.using(db_alias()).get(pk=run_id)
 
 
-def _adopted_options(task: ReliableTask, request: Any) -> dict[str, Any]:
+def _adopted_options(spec: TaskSpec, request: Any) -> dict[str, Any]:
     """An adopted run's sensitive values are scrubbed when it ends, as a dispatched run's are."""
-    spec = redaction.spec_for(
-        task.call_signature, task.sensitive, len(request.args or ()), request.kwargs or {}
+    scrub = redaction.spec_for(
+        spec.signature, spec.sensitive, len(request.args or ()), request.kwargs or {}
     )
-    return {redaction.SPEC: spec} if spec else {}
+    return {redaction.SPEC: scrub} if scrub else {}
 
 
-def _adoptable_call(task: ReliableTask, request: Any) -> tuple[list[Any], dict[str, Any]]:
+def _adoptable_call(spec: TaskSpec, request: Any) -> tuple[list[Any], dict[str, Any]]:
     """The message's call, encoded as ``.delay()`` would; ``AdoptionRefused`` says why not."""
-    if not settings.ADOPT or not getattr(task, "adopt", True):
+    if not settings.ADOPT or not spec.adopt:
         where = "TASKKIT_ADOPT = False" if not settings.ADOPT else "@reliable_task(adopt=False)"
         raise AdoptionRefused(
-            f"a message for {task.name} was sent without taskkit (celery beat, send_task) and "
-            f"adoption is off ({where}); it was not run. Dispatch with {task.name}.delay() (or, "
+            f"a message for {spec.name} was sent without taskkit (celery beat, send_task) and "
+            f"adoption is off ({where}); it was not run. Dispatch with {spec.name}.delay() (or, "
             "for celery beat, schedule a task that calls .delay()), or enable adoption "
             "(TASKKIT_ADOPT = True and no adopt=False on the task)."
         )
     args, kwargs = getattr(request, "args", None), getattr(request, "kwargs", None)
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict | type(None)):
         raise AdoptionRefused(
-            f"a message for {task.name} sent without taskkit has args of type "
+            f"a message for {spec.name} sent without taskkit has args of type "
             f"{type(args).__name__} and kwargs of type {type(kwargs).__name__}; expected a list "
             "and a dict. It was not run."
         )
     try:
         return encode_call(
-            task.call_signature,
-            task.name,
+            spec.signature,
+            spec.name,
             tuple(args),
             dict(kwargs or {}),
             settings.MAX_PAYLOAD_BYTES,
         )
     except (TypeError, ValueError) as exc:  # UnsafeArgument, PayloadTooLarge, a bad call
         raise AdoptionRefused(
-            f"a message for {task.name} sent without taskkit (celery beat, send_task) was "
+            f"a message for {spec.name} sent without taskkit (celery beat, send_task) was "
             f"refused by the checks .delay() makes, and not run: {exc} (Messages sent without "
             "taskkit carry plain JSON; model references and other tagged values only travel "
             "through .delay().)"
         ) from None
 
 
-def _record_refused_adoption(task: ReliableTask, run: TaskRun, exc: AdoptionRefused) -> None:
+def _record_refused_adoption(spec: TaskSpec, run: TaskRun, exc: AdoptionRefused) -> None:
     """Record a FAILED run (no attempt, no arguments stored) saying why it was not adopted."""
     error = ledger.ErrorInfo.from_exception(exc)
-    now = timezone.now()
-    run.state = RunState.FAILED
-    run.finished_at = now
-    run.args, run.kwargs = [], {}  # refused: they may be unsafe to store (that is the point)
-    run.error_type, run.error_message = error.type, error.message
-    run.error_traceback = ""
-    try:
-        with transaction.atomic(using=ledger.db_alias()):
-            run.save(using=ledger.db_alias(), force_insert=True)
-    except IntegrityError:
+    if not ledger.record_refused(run, error):
         return  # a redelivery of the same message: already recorded
-    logger.error("taskkit: refused to adopt run %s of %s: %s", run.pk, task.name, error.message)
+    logger.error("taskkit: refused to adopt run %s of %s: %s", run.pk, spec.name, error.message)
     signals.send(
         signals.run_failed,
-        task.name,
+        spec.name,
         run_id=run.pk,
         attempt=0,
         exception=exc,
@@ -263,7 +258,7 @@ def _record_refused_adoption(task: ReliableTask, run: TaskRun, exc: AdoptionRefu
     )
 
 
-def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
+def run_attempt(spec: TaskSpec, claim: ledger.Claim) -> Any:
     run = claim.run
     context = RunContext(
         run_id=run.pk,
@@ -278,41 +273,41 @@ def run_attempt(task: ReliableTask, claim: ledger.Claim) -> Any:
     try:
         signals.send(
             signals.run_started,
-            task.name,
+            spec.name,
             run_id=run.pk,
             attempt=claim.attempt,
             worker=claim.worker,
         )
         try:
-            args, kwargs = decode_call(task.call_signature, task.name, run.args, run.kwargs)
+            args, kwargs = decode_call(spec.signature, spec.name, run.args, run.kwargs)
         except MissingObject as exc:
-            return _after_failure(task, claim, exc, missing=True)
+            return _after_failure(spec, claim, exc, missing=True)
         except Exception as exc:  # UndecodableCall (gives up), or the database failed (may pass)
-            return _after_failure(task, claim, exc)
+            return _after_failure(spec, claim, exc)
         try:
-            if task.atomic:
-                with transaction.atomic(using=ledger.db_alias()):
-                    return _body(task, claim, args, kwargs)
-            return _body(task, claim, args, kwargs)
+            if spec.atomic:
+                with transaction.atomic(using=db_alias()):
+                    return _body(spec, claim, args, kwargs)
+            return _body(spec, claim, args, kwargs)
         except LeaseLost:
             logger.error(
                 "taskkit: attempt %d of run %s lost its claim before finishing; its outcome was "
                 "not recorded%s.",
                 claim.attempt,
                 run.pk,
-                " and its database writes were rolled back" if task.atomic else "",
+                " and its database writes were rolled back" if spec.atomic else "",
             )
             raise Ignore() from None
         except Exception as exc:
-            return _after_failure(task, claim, exc)
+            return _after_failure(spec, claim, exc)
     finally:
         reset_request_id(request_token)
         _current.reset(token)
 
 
-def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    value = task.run(*args, **kwargs)
-    result, omitted_bytes = cap_result(encode_result(value, task.name), settings.MAX_RESULT_BYTES)
+def _body(spec: TaskSpec, claim: ledger.Claim, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    value = spec.body(*args, **kwargs)
+    result, omitted_bytes = cap_result(encode_result(value, spec.name), settings.MAX_RESULT_BYTES)
     if omitted_bytes is not None:
         # The work is done: the run succeeds (a retry would repeat its effects); only the stored
         # (and returned) result is replaced by a marker.
@@ -321,7 +316,7 @@ def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict
             "TASKKIT_MAX_RESULT_BYTES (%d); it was not stored (the run succeeded). Store large "
             "results yourself and return a reference.",
             claim.run.pk,
-            task.name,
+            spec.name,
             omitted_bytes,
             settings.MAX_RESULT_BYTES,
         )
@@ -331,19 +326,19 @@ def _body(task: ReliableTask, claim: ledger.Claim, args: list[Any], kwargs: dict
     transaction.on_commit(  # atomic tasks: only once the body's transaction has committed
         lambda: signals.send(
             signals.run_succeeded,
-            task.name,
+            spec.name,
             run_id=claim.run.pk,
             attempt=claim.attempt,
             result=result,
             duration=duration,
         ),
-        using=ledger.db_alias(),
+        using=db_alias(),
     )
     return result
 
 
 def record_failure(
-    task: ReliableTask,
+    spec: TaskSpec,
     claim: ledger.Claim,
     exc: BaseException,
     outcome: str,
@@ -360,11 +355,11 @@ def record_failure(
     run = claim.run
     decision = None
     if outcome == AttemptOutcome.LOST and not give_up:
-        lost = TaskAttempt.objects.using(ledger.db_alias()).filter(run_id=run.pk, outcome=outcome)
+        lost = TaskAttempt.objects.using(db_alias()).filter(run_id=run.pk, outcome=outcome)
         give_up = lost.count() + 1 >= settings.MAX_WORKER_LOSSES
     if not give_up:
         started = run.first_started_at or claim.started_at
-        decision = task.policy.decide(
+        decision = spec.policy.decide(
             attempt=claim.attempt - run.attempt_base,
             exception=exc,
             seconds_since_start=(timezone.now() - started).total_seconds(),
@@ -376,37 +371,37 @@ def record_failure(
     exc = redaction.mask_exception(exc, secrets)  # signals and logs never see a sensitive value
     common = {"run_id": run.pk, "attempt": claim.attempt}
     if state == RunState.RETRYING and decision is not None:
-        schedule_retry(task, run, decision.delay)
+        schedule_retry(spec, run, decision.delay)
         signals.send(
             signals.run_retrying,
-            task.name,
+            spec.name,
             exception=exc,
             delay=decision.delay,
             outcome=outcome,
             **common,
         )
     elif state == RunState.FAILED:
-        signals.send(signals.run_failed, task.name, exception=exc, outcome=outcome, **common)
+        signals.send(signals.run_failed, spec.name, exception=exc, outcome=outcome, **common)
     elif state == RunState.DISCARDED:
-        signals.send(signals.run_discarded, task.name, reason=str(exc), **common)
+        signals.send(signals.run_discarded, spec.name, reason=str(exc), **common)
     return state, decision
 
 
 def _after_failure(
-    task: ReliableTask, claim: ledger.Claim, exc: Exception, missing: bool = False
+    spec: TaskSpec, claim: ledger.Claim, exc: Exception, missing: bool = False
 ) -> Any:
     """Record the failed attempt; raise ``Retry`` (retry scheduled) or the exception (gave up)."""
     run = claim.run
     state, decision = record_failure(
-        task,
+        spec,
         claim,
         exc,
         AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED,
         force_retry=missing,
         give_up=isinstance(exc, ResultNotSerializable | UndecodableCall)
-        or (missing and task.on_missing != "retry"),
+        or (missing and spec.on_missing != "retry"),
         final_state=RunState.DISCARDED
-        if missing and task.on_missing == "discard"
+        if missing and spec.on_missing == "discard"
         else RunState.FAILED,
     )
     outward = redaction.mask_exception(exc, _secrets(run))  # what Celery and logs may see
@@ -423,7 +418,7 @@ def _after_failure(
             raise Retry(exc=outward, when=decision.delay) from None
         raise Retry(exc=exc, when=decision.delay)
     if state == RunState.DISCARDED:
-        raise Ignore()  # logged by taskkit.signal_handlers
+        raise Ignore()  # logged by taskkit.observe.signal_handlers
     if not _writable(outward):
         # Celery stores and logs what the task raised; text with a lone surrogate or a NUL (or a
         # failing __str__) would make that fail after the ledger has recorded the failure.
@@ -451,10 +446,10 @@ def _writable(exc: BaseException) -> bool:
     return "\x00" not in text
 
 
-def schedule_retry(task: ReliableTask, run: TaskRun, delay: float) -> None:
+def schedule_retry(spec: TaskSpec, run: TaskRun, delay: float) -> None:
     """Publish the delayed message of a retry. If it is lost, the relay publishes when due."""
     not_before = timezone.now() + datetime.timedelta(seconds=delay)
-    if publisher.deferred_to_relay(not_before):
+    if ledger.deferred_to_relay(not_before):
         return  # stays RETRYING with no message; the relay publishes it when due
-    if publisher.publish(task, run.pk, run.options, not_before):
+    if spec.publish_one(run.pk, run.options, not_before):
         ledger.mark_requeued(run.pk)

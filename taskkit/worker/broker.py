@@ -30,7 +30,8 @@ from typing import Any
 
 logger = logging.getLogger("taskkit.broker")
 
-#: The transport taskkit uses for Redis brokers unless the project chose one.
+#: The transport taskkit uses for Redis brokers unless the project chose one, by its documented
+#: path (``taskkit.transport`` re-exports ``taskkit.worker.transport``).
 SAFE_TRANSPORT = "taskkit.transport:Transport"
 #: kombu's own Redis transport (what the ``redis`` / ``rediss`` aliases name in kombu).
 STOCK_REDIS_TRANSPORT = "kombu.transport.redis:Transport"

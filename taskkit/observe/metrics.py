@@ -1,10 +1,9 @@
 """Prometheus exposition of the ledger's figures (``pip install 'taskkit[metrics]'``).
 
-``LedgerCollector`` reads ``taskkit.stats`` at scrape time and turns it into metric families. It
-keeps no counters of its own, so any web process can serve the scrape and the numbers agree
-however many workers and web processes run. ``render()`` produces the text exposition served by
-``taskkit.views.metrics``.
-"""
+``LedgerCollector`` reads ``taskkit.observe.stats`` at scrape time and turns it into metric
+families. It keeps no counters of its own, so any web process can serve the scrape and the numbers
+agree however many workers and web processes run. ``render()`` produces the text exposition served
+by ``taskkit.views.metrics``."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import signals
+from ..core import signals
 
 logger = logging.getLogger("taskkit.runs")
 
@@ -152,7 +152,7 @@ def on_unknown_task(
     headers = getattr(message, "headers", None) or {}
     if not headers.get("taskkit_run"):
         return
-    from .conf import settings
+    from ..core.conf import settings
 
     logger.warning(
         "taskkit: this worker does not know task %s; Celery rejected the message for run %s. "

@@ -1,10 +1,9 @@
 """Figures about the ledger, read from the database in a handful of indexed queries.
 
 ``read()`` returns a ``LedgerStats`` snapshot shared by the Prometheus collector
-(``taskkit.metrics``) and ``manage.py taskkit_status``. Everything comes from the database, so the
-figures are the same whichever process asks and however many workers run; nothing is counted in
-process memory.
-"""
+(``taskkit.observe.metrics``) and ``manage.py taskkit_status``. Everything comes from the database,
+so the figures are the same whichever process asks and however many workers run; nothing is counted
+in process memory."""
 
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from dataclasses import dataclass, field
 from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
-from .conf import settings
-from .models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from ..core.conf import settings
+from ..models import AttemptOutcome, RelayHeartbeat, RunState, TaskAttempt, TaskRun
 
 WAITING_STATES = (RunState.PENDING, RunState.QUEUED)
 QUANTILES = (0.5, 0.9, 0.99)

@@ -4,30 +4,29 @@ A publish either succeeds quickly or is given up quickly: socket timeouts and a 
 policy keep a dead or blackholed broker from hanging the caller. A failed publish is logged and
 leaves the run in the ledger (PENDING or RETRYING) for the relay; it never raises into the caller,
 whose data has already committed.
+
+``publish_many`` is the one publish point: every message taskkit sends for a known task goes
+through it (``publish``, dispatch, bulk dispatch, operator retries, the relay, and the worker's
+retries through ``TaskSpec.publish``), so ``taskkit.testing.capture()`` replaces it alone.
+Tasks are known here as ``taskkit.core.spec.TaskSpec``; this module never imports
+``taskkit.task`` or the worker side.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import celery
 from django.utils import timezone
 
-from . import ledger
-from .conf import settings
-
-if TYPE_CHECKING:
-    from .task import ReliableTask
+from ..core import ledger
+from ..core.conf import settings
+from ..core.db import db_alias
+from ..core.spec import PUBLISH_OPTIONS, RUN_HEADER, TaskSpec
 
 logger = logging.getLogger("taskkit.publish")
-
-#: Header that marks a message as published by taskkit for an existing ledger row.
-RUN_HEADER = "taskkit_run"
-
-#: Options a run keeps for every (re)publish.
-PUBLISH_OPTIONS = ("queue", "priority", "routing_key", "exchange")
 
 _configured_apps: set[int] = set()
 
@@ -46,37 +45,35 @@ def _ensure_timeouts(app: celery.Celery) -> None:
 
 
 def publish(
-    task: ReliableTask,
+    spec: TaskSpec,
     run_id: Any,
     options: dict[str, Any],
     not_before: datetime.datetime | None = None,
 ) -> bool:
     """Publish one message for ``run_id``; ``True`` if the broker took it."""
-    return bool(publish_many(task, [run_id], options, not_before))
+    return bool(publish_many(spec, [run_id], options, not_before))
 
 
-def deferred_to_relay(not_before: datetime.datetime | None) -> bool:
-    """Whether a delay is too long for an ETA message and waits in the ledger instead."""
-    if not_before is None:
-        return False
-    return (not_before - timezone.now()).total_seconds() > settings.ETA_MAX_SECONDS
+#: Whether a delay is too long for an ETA message and waits in the ledger instead.
+deferred_to_relay = ledger.deferred_to_relay
 
 
 def publish_new(
-    task: ReliableTask, run_id: Any, options: dict[str, Any], not_before: datetime.datetime | None
+    spec: TaskSpec, run_id: Any, options: dict[str, Any], not_before: datetime.datetime | None
 ) -> None:
     """The on-commit callback of a dispatch."""
     if deferred_to_relay(not_before):
         return  # stays PENDING; the relay publishes it when due
-    if publish(task, run_id, options, not_before):
+    if publish(spec, run_id, options, not_before):
         try:
             ledger.mark_queued([run_id], not_before)
         except Exception:
             logger.exception("taskkit: run %s was published but could not be marked QUEUED", run_id)
 
 
-def task_for(name: str, app: celery.Celery | None = None) -> ReliableTask | None:
-    """The registered reliable task called ``name``, importing the project's task modules."""
+def task_for(name: str, app: celery.Celery | None = None) -> Any:
+    """The registered reliable task called ``name`` (a Celery task with a ``spec``), importing
+    the project's task modules; ``None`` if there is none."""
     app = app or celery.current_app
     if name not in app.tasks:
         app.loader.import_default_modules()
@@ -84,15 +81,21 @@ def task_for(name: str, app: celery.Celery | None = None) -> ReliableTask | None
     return task if getattr(task, "is_reliable", False) else None
 
 
+def spec_for(name: str, app: celery.Celery | None = None) -> TaskSpec | None:
+    """The spec of the registered reliable task called ``name``, or ``None``."""
+    task = task_for(name, app)
+    return None if task is None else task.spec
+
+
 def publish_runs(run_ids: list[Any]) -> int:
     """Publish one message for each run (PENDING ones become QUEUED); returns how many went out."""
-    from .models import TaskRun
+    from ..models import TaskRun
 
     sent = 0
-    runs = TaskRun.objects.using(ledger.db_alias()).filter(pk__in=run_ids)
+    runs = TaskRun.objects.using(db_alias()).filter(pk__in=run_ids)
     for run in runs.only("id", "task_name", "options", "not_before", "state").iterator():
-        task = task_for(run.task_name)
-        if task is None:
+        spec = spec_for(run.task_name)
+        if spec is None:
             logger.error(
                 "taskkit: run %s names task %s, which this process does not know; it stays %s.",
                 run.pk,
@@ -100,14 +103,14 @@ def publish_runs(run_ids: list[Any]) -> int:
                 run.state,
             )
             continue
-        if publish(task, run.pk, run.options, run.not_before):
+        if publish(spec, run.pk, run.options, run.not_before):
             sent += 1
             ledger.mark_queued([run.pk], run.not_before)
     return sent
 
 
 def publish_many(
-    task: ReliableTask,
+    spec: TaskSpec,
     run_ids: list[Any],
     options: dict[str, Any],
     not_before: datetime.datetime | None = None,
@@ -119,15 +122,14 @@ def publish_many(
     timeout once per remaining run would hold the caller for minutes. The runs not sent stay in
     the ledger for the relay, as a failed single publish does.
     """
-    _ensure_timeouts(task.app)
+    _ensure_timeouts(spec.app)
     publish_options = _publish_options(options, not_before)
     retry_policy = _retry_policy()
     sent: list[Any] = []
     try:
-        with task.app.producer_or_acquire() as producer:
+        with spec.app.producer_or_acquire() as producer:
             for run_id in run_ids:
-                celery.Task.apply_async(
-                    task,
+                spec.send(
                     args=(),
                     kwargs={},
                     task_id=str(run_id),
@@ -144,7 +146,7 @@ def publish_many(
             "for the relay to publish.",  # e.g. "could not publish 1 of 1 runs"
             len(run_ids) - len(sent),
             len(run_ids),
-            task.name,
+            spec.name,
             type(exc).__name__,
             exc,
         )
@@ -217,7 +219,7 @@ def publish_many_by_name(
 
 
 def publish_new_many(
-    task: ReliableTask,
+    spec: TaskSpec,
     run_ids: list[Any],
     options: dict[str, Any],
     not_before: datetime.datetime | None,
@@ -225,7 +227,7 @@ def publish_new_many(
     """The on-commit callback of a bulk dispatch: publish, then PENDING → QUEUED in one UPDATE."""
     if deferred_to_relay(not_before):
         return  # they stay PENDING; the relay publishes them when due
-    sent = publish_many(task, run_ids, options, not_before)
+    sent = publish_many(spec, run_ids, options, not_before)
     if not sent:
         return
     try:

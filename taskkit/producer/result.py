@@ -6,7 +6,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from .models import TaskRun
+from ..models import TaskRun
 
 
 class RunResult(AsyncResult):

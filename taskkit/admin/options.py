@@ -1,11 +1,11 @@
 """The operators' admin: runs, failed tasks, run detail, retry / discard actions, overview.
 
 Runs are read-only here; the only writes are the retry and discard actions, which go through
-``taskkit.ledger`` (the single owner of state transitions), are gated by the ``retry_taskrun`` /
-``discard_taskrun`` permissions and are written to Django's admin log. The list pages are built to
+``taskkit.core.ledger`` (the single owner of state transitions), are gated by the ``retry_taskrun``
+/ ``discard_taskrun`` permissions and are written to Django's admin log. The list pages are built to
 stay fast on large ledgers: indexed filters and ordering, no full-table count, no facets, large
-columns deferred. The HTML of stored values is built in ``admin_display``; the overview and the
-confirmation pages are in ``admin_views``.
+columns deferred. The HTML of stored values is built in ``taskkit.admin.display``; the overview and
+the confirmation pages are in ``taskkit.admin.views``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from . import admin_display, admin_views
-from .admin_paginator import EstimatedCountPaginator
-from .conf import settings
-from .exceptions import TaskNotRegistered
-from .models import FailedRun, RunState, TaskRun
+from ..core.conf import settings
+from ..core.exceptions import TaskNotRegistered
+from ..models import FailedRun, RunState, TaskRun
+from . import display as admin_display
+from . import views as admin_views
+from .paginator import EstimatedCountPaginator
 
 #: Columns the list pages never show; not fetched for 100 rows of tracebacks and payloads.
 HEAVY_COLUMNS = ("args", "kwargs", "options", "result", "error_traceback")

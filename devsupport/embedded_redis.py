@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 
-from .exceptions import ConfigurationError
+from taskkit.core.exceptions import ConfigurationError
 
 
 def _binary() -> str:
