@@ -6,6 +6,8 @@
 #   make demo                    the demo project with web + worker under honcho
 #   make bench                   taskkit vs plain Celery, backlog drains with worker/PostgreSQL CPU per run
 #                                (BENCH_ARGS="--runs 2000 --rounds 3", "--quick", "--rss-only --rss-runs 100000")
+#   make lint                    ruff, and mypy on taskkit, devsupport and tests/typecheck (the typed-task
+#                                checks: assert_type, and expected errors that must stay errors)
 #   make install-check           the wheel alone in a fresh virtualenv + the README's Install section
 #                                in a scratch project, one task through a real worker (Redis db 14)
 # Variables: PYTHON (interpreter), VENV (virtualenv dir), DJANGO (pip requirement for Django).
@@ -34,9 +36,10 @@ test: $(STAMP)
 test-faults: $(STAMP)
 	TASKKIT_SOAK_RUNS=$${TASKKIT_SOAK_RUNS:-5000} TASKKIT_SOAK_SECONDS=$${TASKKIT_SOAK_SECONDS:-400} $(VENV)/bin/python -m pytest tests/faults $(PYTEST_ARGS)
 
+# mypy checks what pyproject's [tool.mypy] names: packages taskkit, devsupport; tests.typecheck.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check taskkit
+	$(VENV)/bin/ruff format --check taskkit tests/typecheck
 	PYTHONPATH=. $(VENV)/bin/mypy
 
 install-check:

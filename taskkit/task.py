@@ -17,8 +17,9 @@ import datetime
 import difflib
 import functools
 import inspect
+import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, cast, overload
 
 import celery
 
@@ -27,10 +28,52 @@ from .core.policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
 from .core.spec import TaskSpec
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from .producer.result import RunResult
 
-P = ParamSpec("P")
-R = TypeVar("R")
+P = ParamSpec("P")  # the decorated function's parameters
+R = TypeVar("R")  # the decorated function's return type
+
+
+class CeleryTaskOptions(TypedDict, total=False):
+    """The Celery options ``@reliable_task(...)`` passes through (``CELERY_OPTIONS``), for type
+    checkers: any other keyword (a typo, or an option taskkit replaces such as ``max_retries``)
+    is flagged before the decorator's runtime check explains it."""
+
+    name: str
+    time_limit: float | None
+    soft_time_limit: float | None
+    rate_limit: str | float | None
+    priority: int | None
+    ignore_result: bool
+    track_started: bool
+    store_errors_even_if_ignored: bool
+    routing_key: str | None
+    exchange: str | None
+
+
+class BatchOptions(TypedDict, total=False):
+    """The options of ``delay_many`` (common to every run of the batch), for type checkers.
+
+    The runtime check (``taskkit.producer.dispatch``) stays the authority: it refuses Celery
+    options reliable tasks do not support (``expires``, ``headers``, …) with the reason, which a
+    type checker flags earlier as an unexpected keyword.
+    """
+
+    queue: str | None
+    priority: int | None
+    routing_key: str | None
+    exchange: str | None
+    countdown: float | None
+    eta: datetime.datetime | None
+
+
+class ApplyOptions(BatchOptions, total=False):
+    """The options of ``apply_async`` beyond ``task_id``, for type checkers."""
+
+    idempotency_key: str | None
+
 
 #: Celery task options passed through unchanged.
 CELERY_OPTIONS = frozenset(
@@ -79,8 +122,14 @@ _TASKKIT_OPTIONS = (
 )
 
 
-class ReliableTask(celery.Task):
-    """Base class of every ``@reliable_task``."""
+class ReliableTask(celery.Task, Generic[P, R]):
+    """Base class of every ``@reliable_task``.
+
+    Generic over the decorated function's parameters ``P`` and return type ``R``, so a type
+    checker checks ``.delay()``'s and a direct call's arguments against the function's
+    signature. At runtime ``Generic`` only adds itself to the MRO (Celery's ``Task`` already
+    supports subscripting); Celery builds each task as a subclass, as for any ``base=``.
+    """
 
     acks_late = True
     reject_on_worker_lost = True
@@ -96,6 +145,11 @@ class ReliableTask(celery.Task):
     reliable_queue: str | None = None  # decorator's queue= (Celery 5.7 deprecates Task.queue)
     sensitive: tuple[str, ...] = ()  # parameters kept out of the admin, logs, and the ended run
     adopt: bool = True  # run messages sent without taskkit (see taskkit.worker.execution._adopt)
+
+    if TYPE_CHECKING:
+        # Celery sets ``run`` on each task's class to the decorated function; declared for type
+        # checkers only, so that at runtime Celery's own Task.run stays the fallback.
+        def run(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     @functools.cached_property
     def spec(self) -> TaskSpec:
@@ -118,12 +172,14 @@ class ReliableTask(celery.Task):
         )
 
     def _body(self, *args: Any, **kwargs: Any) -> Any:
-        return self.run(*args, **kwargs)  # self.run at call time: testing's faults patch it
+        # self.run at call time: testing's faults patch it. The worker decodes the stored call
+        # (checked against the signature at dispatch), hence untyped here.
+        return cast(Any, self).run(*args, **kwargs)
 
     def _send(self, **options: Any) -> Any:
         return celery.Task.apply_async(self, **options)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         request = self.request_stack.top
         if request is not None and not request.called_directly and request.id:
             from .worker.execution import execute  # models load after the app registry
@@ -133,15 +189,23 @@ class ReliableTask(celery.Task):
 
     def apply_async(
         self,
-        args: Any = None,
+        args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        task_id: str | None = None,
+        task_id: str | uuid.UUID | None = None,
         producer: Any = None,
         link: Any = None,
         link_error: Any = None,
         shadow: Any = None,
-        **options: Any,
+        **typed_options: Unpack[ApplyOptions],
     ) -> RunResult:
+        """Dispatch one run with ``args`` and ``kwargs`` and options (``countdown=``, …).
+
+        ``args``/``kwargs`` are a tuple and a dict, which ``P`` cannot describe: a type checker
+        checks ``.delay()``'s arguments, not these (dispatch checks them against the signature,
+        before anything is written). ``producer``, ``link``, ``link_error`` and ``shadow`` keep
+        their place in Celery's signature; dispatch refuses them when given, with the reason.
+        """
+        options = cast("dict[str, Any]", typed_options)  # the same dict, not a copy
         for name, value in (
             ("producer", producer),
             ("link", link),
@@ -156,15 +220,21 @@ class ReliableTask(celery.Task):
 
         return dispatch(self.spec, tuple(args or ()), dict(kwargs or {}), options)
 
-    def delay(self, *args: Any, **kwargs: Any) -> RunResult:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> RunResult:
+        """Dispatch one run of the function with these arguments (type-checked against it)."""
         return self.apply_async(args, kwargs)
 
-    def delay_many(self, calls: Iterable[Any], **options: Any) -> list[RunResult]:
+    def delay_many(self, calls: Iterable[Any], **options: Unpack[BatchOptions]) -> list[RunResult]:
         """Dispatch one run per item of ``calls`` in one INSERT and one publish batch.
 
         Each item is a tuple of positional arguments, or an ``(args, kwargs)`` pair;
         ``options`` (``queue``, ``countdown``, …) apply to every run. Returns the runs' results
         in input order. See ``taskkit.producer.dispatch.dispatch_many``.
+
+        Items are not type-checked against ``P``: a ParamSpec has no tuple form to check an
+        args tuple (or an ``(args, kwargs)`` pair) against, and a bare tuple and a pair cannot be
+        told apart by type. The arguments are checked against the signature at dispatch, before
+        anything is written.
         """
         from .producer.dispatch import dispatch_many  # models load after the app registry
 
@@ -185,7 +255,7 @@ def _publish_many(
 
 
 @overload
-def reliable_task(fn: Callable[P, R], /) -> ReliableTask: ...
+def reliable_task(fn: Callable[P, R], /) -> ReliableTask[P, R]: ...
 
 
 @overload
@@ -200,8 +270,8 @@ def reliable_task(
     queue: str | None = None,
     sensitive: Iterable[str] | str = (),
     adopt: bool = True,
-    **celery_options: Any,
-) -> Callable[[Callable[P, R]], ReliableTask]: ...
+    **celery_options: Unpack[CeleryTaskOptions],
+) -> Callable[[Callable[P, R]], ReliableTask[P, R]]: ...
 
 
 def reliable_task(
@@ -243,7 +313,7 @@ def reliable_task(
         )
     policy = make_policy(stop=stop, wait=wait, retry=retry)
 
-    def decorate(func: Callable[..., Any]) -> ReliableTask:
+    def decorate(func: Callable[..., Any]) -> ReliableTask[Any, Any]:
         if not callable(func):
             raise ConfigurationError(f"@reliable_task decorates a function, not {func!r}.")
         try:
