@@ -32,8 +32,8 @@ _KINDS = [
     ),
     ("finish: insert attempt", re.compile(r'^INSERT INTO "taskkit_taskattempt"', re.I)),
     ("dispatch: insert run", re.compile(r'^INSERT INTO "taskkit_taskrun"', re.I)),
-    (
-        "dispatch: mark QUEUED",
+    (  # operator retries after their publish; a dispatch only when its publish failed
+        "dispatch: mark QUEUED / unsent",
         re.compile(r'^UPDATE "taskkit_taskrun" SET "state" = \S+, "queued_at"'),
     ),
     (

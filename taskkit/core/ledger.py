@@ -379,8 +379,50 @@ def requeue_at(
     return due + datetime.timedelta(seconds=settings.REQUEUE_AFTER * factor)
 
 
+def expect_publish(run: TaskRun, now: datetime.datetime) -> None:
+    """Dispatch, before the insert: the run is written QUEUED, *published unless proven
+    otherwise*, so the happy path needs no second write after the on-commit publish.
+
+    Its ``requeue_at`` is the deadline the relay honours: ``TASKKIT_RELAY_GRACE_SECONDS`` after
+    it is due. A run still unclaimed then is published again by the relay (its first message may
+    never have gone out: a dispatcher killed between commit and publish), once, after which the
+    requeue backoff applies (``requeue_at``). A publish that is known to have failed puts the run
+    back to PENDING (``mark_unsent``). Runs whose delay is too long for an ETA message
+    (``deferred_to_relay``) stay PENDING with no message, as before.
+    """
+    from .conf import settings
+
+    if deferred_to_relay(run.not_before):
+        run.state = RunState.PENDING
+        return
+    due = max(now, run.not_before) if run.not_before else now
+    run.state = RunState.QUEUED
+    run.queued_at = now
+    run.publish_count = 1
+    run.requeue_at = due + datetime.timedelta(seconds=settings.RELAY_GRACE_SECONDS)
+
+
+def mark_unsent(run_ids: list[Any], queued_at: datetime.datetime) -> int:
+    """The failure path of a dispatch: runs written QUEUED at ``queued_at`` whose message the
+    broker did not take (or may not have) go back to PENDING, no message counted, so no run
+    stays marked published whose message was not accepted. No-op for a run a worker or a relay
+    touched meanwhile. The relay publishes them at the same deadline
+    (``TASKKIT_RELAY_GRACE_SECONDS`` after they were written). Returns how many."""
+    db = db_alias()
+    size = (connections[db].features.max_query_params or 65_000) - 10
+    count = 0
+    for chunk in _chunks(run_ids, size):
+        count += (
+            TaskRun.objects.using(db)
+            .filter(pk__in=chunk, state=RunState.QUEUED, queued_at=queued_at, publish_count=1)
+            .update(state=RunState.PENDING, queued_at=None, publish_count=0, requeue_at=None)
+        )
+    return count
+
+
 def mark_queued(run_ids: list[Any], not_before: datetime.datetime | None = None) -> None:
-    """After a first publish: PENDING → QUEUED (no-op for runs a worker already claimed).
+    """After a first publish of runs written PENDING (operator retries): PENDING → QUEUED
+    (no-op for runs a worker already claimed). Dispatch does not need it (``expect_publish``).
 
     One UPDATE for the lot (split only where the database limits query parameters).
     """

@@ -2,10 +2,14 @@
 
 The row is written in the caller's transaction (on the ledger's database) and the message is
 published by ``transaction.on_commit``: a rollback leaves nothing and publishes nothing; outside
-a transaction the publish happens at once. With an idempotency key the insert is
-``INSERT … ON CONFLICT DO NOTHING`` against a unique constraint, so concurrent dispatches of one
-key from any number of processes make one run, never raise, and leave the caller's transaction
-usable; every caller gets the same run id.
+a transaction the publish happens at once. The row is written QUEUED, *published unless proven
+otherwise* (``taskkit.core.ledger.expect_publish``): the happy path is that one INSERT and the
+publish, no second write; a failed publish puts it back to PENDING, and a run whose publish never
+happened (the process died) is published by the relay at its deadline.
+
+With an idempotency key the insert is ``INSERT … ON CONFLICT DO NOTHING`` against a unique
+constraint, so concurrent dispatches of one key from any number of processes make one run, never
+raise, and leave the caller's transaction usable; every caller gets the same run id.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ def dispatch(
     run_id = _run_id(options.get("task_id"))
     run_options = run_options_for(spec, publish_options, encoded_args, encoded_kwargs, key)
 
+    now = timezone.now()
     run = TaskRun(
         id=run_id,
         task_name=spec.name,
@@ -86,9 +91,10 @@ def dispatch(
         idempotency_key=key,
         state=RunState.PENDING,
         not_before=not_before,
-        created_at=timezone.now(),
+        created_at=now,
         request_id=current_request_id(),
     )
+    ledger.expect_publish(run, now)
     db = db_alias()
     if key is None:
         ledger.create_run(run)
@@ -106,7 +112,9 @@ def dispatch(
     signals.send(signals.run_dispatched, spec.name, run_id=run_id, created=created)
     if created:
         transaction.on_commit(
-            functools.partial(publisher.publish_new, spec, run_id, publish_options, not_before),
+            functools.partial(
+                publisher.publish_new, spec, run_id, publish_options, not_before, run.queued_at
+            ),
             using=db,
         )
     return RunResult(str(run_id), created=created, app=spec.app, task_name=spec.name)
@@ -195,7 +203,7 @@ _PER_RUN_OPTIONS = {
 def dispatch_many(
     spec: TaskSpec, calls: Iterable[Any], options: Mapping[str, Any]
 ) -> list[RunResult]:
-    """Dispatch many runs of ``task``: one INSERT, one publish batch after commit, one UPDATE.
+    """Dispatch many runs of ``task``: one INSERT, and after commit one pipelined publish.
 
     Each item of ``calls`` is a tuple (or list) of positional arguments, or an ``(args, kwargs)``
     pair: a 2-tuple whose first item is a tuple or list and whose second is a dict is always read
@@ -250,6 +258,7 @@ def dispatch_many(
                 request_id=request_id,
             )
         )
+        ledger.expect_publish(runs[-1], now)
 
     first_of_key: dict[str, TaskRun] = {}
     for run in runs:
@@ -287,7 +296,7 @@ def dispatch_many(
     if new_ids:
         transaction.on_commit(
             functools.partial(
-                publisher.publish_new_many, spec, new_ids, publish_options, not_before
+                publisher.publish_new_many, spec, new_ids, publish_options, not_before, now
             ),
             using=db,
         )

@@ -14,8 +14,11 @@ Tasks are known here as ``taskkit.core.spec.TaskSpec``; this module never import
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import celery
@@ -59,16 +62,29 @@ deferred_to_relay = ledger.deferred_to_relay
 
 
 def publish_new(
-    spec: TaskSpec, run_id: Any, options: dict[str, Any], not_before: datetime.datetime | None
+    spec: TaskSpec,
+    run_id: Any,
+    options: dict[str, Any],
+    not_before: datetime.datetime | None,
+    queued_at: datetime.datetime | None = None,
 ) -> None:
-    """The on-commit callback of a dispatch."""
+    """The on-commit callback of a dispatch: publish; nothing more is written unless the publish
+    fails, in which case the run (written QUEUED at ``queued_at``) goes back to PENDING."""
     if deferred_to_relay(not_before):
         return  # stays PENDING; the relay publishes it when due
-    if publish(spec, run_id, options, not_before):
-        try:
-            ledger.mark_queued([run_id], not_before)
-        except Exception:
-            logger.exception("taskkit: run %s was published but could not be marked QUEUED", run_id)
+    if not publish(spec, run_id, options, not_before) and queued_at is not None:
+        _mark_unsent([run_id], queued_at)
+
+
+def _mark_unsent(run_ids: list[Any], queued_at: datetime.datetime) -> None:
+    try:
+        ledger.mark_unsent(run_ids, queued_at)
+    except Exception:  # the relay still publishes them at their deadline
+        logger.exception(
+            "taskkit: %d run(s) were not published and could not be put back to PENDING; the "
+            "relay publishes them at their deadline all the same.",
+            len(run_ids),
+        )
 
 
 def task_for(name: str, app: celery.Celery | None = None) -> Any:
@@ -109,6 +125,11 @@ def publish_runs(run_ids: list[Any]) -> int:
     return sent
 
 
+#: Messages per Redis pipeline (one round trip each): a failed pipeline leaves at most this many
+#: runs whose delivery is unknown (they are left for the relay, never counted as sent).
+PIPELINE_SIZE = 1000
+
+
 def publish_many(
     spec: TaskSpec,
     run_ids: list[Any],
@@ -117,40 +138,152 @@ def publish_many(
 ) -> list[Any]:
     """Publish one message per run over one broker connection; returns the ids that went out.
 
-    One producer is acquired for the whole batch, so the connection and channel are set up once.
-    The first failed publish ends the batch: the broker is down, and waiting out the publish
-    timeout once per remaining run would hold the caller for minutes. The runs not sent stay in
-    the ledger for the relay, as a failed single publish does.
+    One producer is acquired for the whole batch. On Redis the messages are built by Celery
+    (``apply_async``) and kombu as usual, and sent in pipelines of ``PIPELINE_SIZE`` (one round
+    trip each; kombu's ``Producer.batch``); other transports publish one by one. The first failed
+    publish or pipeline ends the batch: the broker is down, and waiting out the publish timeout
+    once per remaining run would hold the caller for minutes. The runs not known to be sent stay
+    in the ledger for the relay, as a failed single publish does.
     """
     _ensure_timeouts(spec.app)
     publish_options = _publish_options(options, not_before)
     retry_policy = _retry_policy()
+
+    def send(run_id: Any, producer: Any) -> None:
+        spec.send(
+            args=(),
+            kwargs={},
+            task_id=str(run_id),
+            producer=producer,
+            headers={RUN_HEADER: "1"},
+            retry=True,
+            retry_policy=retry_policy,
+            **publish_options,
+        )
+
+    return _send_all(spec.app, spec.name, run_ids, send, "")
+
+
+def _send_all(app: celery.Celery, name: str, run_ids: list[Any], send: Any, how: str) -> list[Any]:
     sent: list[Any] = []
     try:
-        with spec.app.producer_or_acquire() as producer:
-            for run_id in run_ids:
-                spec.send(
-                    args=(),
-                    kwargs={},
-                    task_id=str(run_id),
-                    producer=producer,
-                    headers={RUN_HEADER: "1"},
-                    retry=True,
-                    retry_policy=retry_policy,
-                    **publish_options,
-                )
+        with app.producer_or_acquire() as producer:
+            for run_id in run_ids[:1]:
+                # alone, so that connecting is bounded by the publish retry policy
+                send(run_id, producer)
                 sent.append(run_id)
+            if _pipelines(producer):
+                cloning = _can_clone(app)
+                for start in range(1, len(run_ids), PIPELINE_SIZE):
+                    chunk = run_ids[start : start + PIPELINE_SIZE]
+                    if not (cloning and _pipeline_clones(producer, chunk, send)):
+                        with _pipeline(producer, len(chunk)):
+                            for run_id in chunk:
+                                send(run_id, producer)
+                    sent += chunk  # the pipeline was executed: Redis took every command
+            else:
+                for run_id in run_ids[1:]:
+                    send(run_id, producer)
+                    sent.append(run_id)
     except Exception as exc:
         logger.warning(
-            "taskkit: could not publish %d of %d runs of %s (%s: %s); they stay in the ledger "
+            "taskkit: could not publish %d of %d runs of %s%s (%s: %s); they stay in the ledger "
             "for the relay to publish.",  # e.g. "could not publish 1 of 1 runs"
             len(run_ids) - len(sent),
             len(run_ids),
-            spec.name,
+            name,
+            how,
             type(exc).__name__,
             exc,
         )
     return sent
+
+
+def _pipelines(producer: Any) -> bool:
+    """Whether the producer's transport sends a batch in one round trip (kombu's Redis
+    transport, kombu ≥ 5.7's ``Producer.batch``); others publish message by message."""
+    if not hasattr(producer, "batch"):
+        return False
+    channel = producer.channel
+    return callable(getattr(channel, "create_publish_batch", None)) and bool(
+        getattr(channel, "supports_batch_publish", True)
+    )
+
+
+def _can_clone(app: celery.Celery) -> bool:
+    """Whether the messages of a batch may be copies of the first one, ids apart: nothing per
+    message is asked of Celery (no task-sent events, no publish signal receivers)."""
+    from celery import signals
+
+    if app.conf.task_send_sent_event:
+        return False
+    return not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
+
+
+def _pipeline_clones(producer: Any, chunk: list[Any], send: Any) -> bool:
+    """Send ``chunk`` in one pipeline: the first message is built, routed and encoded by Celery
+    and kombu (``send``); the others are the same bytes with their own run id (the task id,
+    root id and correlation id) and a fresh delivery tag, exactly what Celery would send for
+    them. ``False`` (nothing sent) if the first message is not one plain ``LPUSH`` (a queue
+    bound twice, or with an expiry): the caller then sends the chunk message by message."""
+    from kombu.utils.json import dumps
+
+    channel = producer.channel
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        captured.append((queue, message))
+
+    channel._put = capture
+    try:
+        send(chunk[0], producer)
+    finally:
+        del channel._put  # back to the class's method
+    expires = getattr(channel, "_expires", None) or {}
+    if len(captured) != 1 or captured[0][0] in expires:
+        for queue, message in captured:  # deliver what was routed, as kombu would have
+            channel._put(queue, message)
+        return False
+    queue, message = captured[0]
+    key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
+    template = dumps(message)
+    first = str(chunk[0])
+    tag = str(message["properties"]["delivery_tag"])
+    with channel.conn_or_acquire() as client:
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(key, template)
+        for run_id in chunk[1:]:
+            pipe.lpush(key, template.replace(first, str(run_id)).replace(tag, str(uuid.uuid4())))
+        pipe.execute()
+    return True
+
+
+@contextlib.contextmanager
+def _pipeline(producer: Any, size: int) -> Iterator[None]:
+    """kombu's ``Producer.batch`` for ``size`` messages, sent on exit in one pipeline.
+
+    Messages are built and routed by Celery and kombu exactly as one by one (priority queues,
+    the task-sent event when ``task_send_sent_event`` is on, which joins the same pipeline); the
+    routing table of an exchange (one ``SMEMBERS``) is read once per pipeline instead of once per
+    message. An exception, or a failed pipeline, raises out of the block: the caller counts none
+    of its messages as sent.
+    """
+    channel = producer.channel
+    tables: dict[str, Any] = {}
+    read_table = channel.get_table
+
+    def get_table(exchange: str) -> Any:
+        if exchange not in tables:
+            tables[exchange] = read_table(exchange)
+        return tables[exchange]
+
+    channel.get_table = get_table
+    try:
+        # room for every message's commands (a LPUSH, an event's PUBLISH, a queue's PEXPIREs)
+        with producer.batch(max_size=size * 8 + 8):
+            yield
+    finally:
+        del channel.get_table  # back to the class's method
 
 
 def _publish_options(
@@ -188,34 +321,23 @@ def publish_many_by_name(
     """
     _ensure_timeouts(app)
     publish_options = _publish_options(options, not_before)
-    sent: list[Any] = []
-    try:
-        with app.producer_or_acquire() as producer:
-            for run_id in run_ids:
-                app.send_task(
-                    task_name,
-                    args=(),
-                    kwargs={},
-                    task_id=str(run_id),
-                    producer=producer,
-                    headers={RUN_HEADER: "1"},
-                    retry=True,
-                    retry_policy=_retry_policy(),
-                    add_to_parent=False,
-                    **publish_options,
-                )
-                sent.append(run_id)
-    except Exception as exc:
-        logger.warning(
-            "taskkit: could not publish %d of %d runs of %s by name (%s: %s); they stay in the "
-            "ledger for the relay to publish.",
-            len(run_ids) - len(sent),
-            len(run_ids),
+    retry_policy = _retry_policy()
+
+    def send(run_id: Any, producer: Any) -> None:
+        app.send_task(
             task_name,
-            type(exc).__name__,
-            exc,
+            args=(),
+            kwargs={},
+            task_id=str(run_id),
+            producer=producer,
+            headers={RUN_HEADER: "1"},
+            retry=True,
+            retry_policy=retry_policy,
+            add_to_parent=False,
+            **publish_options,
         )
-    return sent
+
+    return _send_all(app, task_name, run_ids, send, " by name")
 
 
 def publish_new_many(
@@ -223,14 +345,13 @@ def publish_new_many(
     run_ids: list[Any],
     options: dict[str, Any],
     not_before: datetime.datetime | None,
+    queued_at: datetime.datetime | None = None,
 ) -> None:
-    """The on-commit callback of a bulk dispatch: publish, then PENDING → QUEUED in one UPDATE."""
+    """The on-commit callback of a bulk dispatch: publish (pipelined on Redis); the runs the
+    broker did not take go back to PENDING (written QUEUED at ``queued_at``)."""
     if deferred_to_relay(not_before):
         return  # they stay PENDING; the relay publishes them when due
     sent = publish_many(spec, run_ids, options, not_before)
-    if not sent:
-        return
-    try:
-        ledger.mark_queued(sent, not_before)
-    except Exception:
-        logger.exception("taskkit: %d runs were published but not marked QUEUED", len(sent))
+    if len(sent) < len(run_ids) and queued_at is not None:
+        taken = set(sent)
+        _mark_unsent([run_id for run_id in run_ids if run_id not in taken], queued_at)

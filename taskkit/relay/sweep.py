@@ -7,8 +7,12 @@ The ledger is the source of truth; the relay makes it so. Each sweep, in batches
      publish) whose ``not_before`` has passed (long countdowns wait here, not in the broker);
    - RETRYING runs whose wait is over and no message was sent for (waits longer than
      ``TASKKIT_ETA_MAX_SECONDS``), or whose delayed message is late by the grace period;
-   - QUEUED runs not claimed ``TASKKIT_REQUEUE_AFTER`` after they were due (the broker lost the
-     message; a duplicate this may cause is absorbed by the claim).
+   - QUEUED runs not claimed by their deadline (``requeue_at``): a dispatch writes its run QUEUED,
+     published unless proven otherwise, due again the grace period after it is due (its
+     dispatcher may have died between commit and publish); each re-publish then pushes the
+     deadline ``TASKKIT_REQUEUE_AFTER`` times 2^(messages sent before, at most 6) away (the broker
+     lost the message, or the run waits in a backlog: a duplicate is absorbed by the claim, and
+     a backlog costs at most one extra message per run until the backoff's next step).
 2. **recover** RUNNING runs whose lease expired (the whole worker died, or froze): the attempt is
    recorded as LOST and the run retried or failed by its policy, exactly as a lost child is.
 3. record a **heartbeat** row with the sweep's counts.

@@ -8,6 +8,7 @@ in ``finally``, waits on conditions (bounded) and records its counts with ``sett
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
 import json
 import os
@@ -184,7 +185,8 @@ def test_13_database_unavailable_under_load(cluster, report):
 
 def test_14_dispatcher_killed_between_commit_and_publish(cluster, report):
     """A process that commits 20 dispatches and is SIGKILLed before its on-commit publish: the
-    runs are PENDING with no message; the relay publishes them after the grace period."""
+    runs are QUEUED (written published-unless-proven-otherwise, with a deadline) with no
+    message; the relay publishes them at their deadline, the grace period after dispatch."""
     proc = subprocess.run(
         [sys.executable, "-m", "tests.faults.dispatcher", "die-after-commit", "20"],
         cwd=ROOT,
@@ -197,9 +199,9 @@ def test_14_dispatcher_killed_between_commit_and_publish(cluster, report):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run_ids = json.loads(proc.stdout.splitlines()[0])["run_ids"]
     assert len(run_ids) == 20
-    assert set(TaskRun.objects.filter(pk__in=run_ids).values_list("state", flat=True)) == {
-        RunState.PENDING
-    }
+    runs = TaskRun.objects.filter(pk__in=run_ids)
+    assert set(runs.values_list("state", flat=True)) == {RunState.QUEUED}
+    assert all(run.requeue_at <= run.created_at + datetime.timedelta(seconds=2) for run in runs)
     assert broker_client(cluster).llen("celery") == 0  # nothing was published
     cluster.start_worker()
     cluster.start_relay()

@@ -86,14 +86,16 @@ def test_a_due_retry_without_a_message_is_published(clean_broker, fast_relay):
 
 
 def test_a_message_the_broker_lost_is_published_again(clean_broker, fast_relay):
-    """QUEUED and not claimed TASKKIT_REQUEUE_AFTER later: published again."""
+    """QUEUED and not claimed by its deadline (the grace after dispatch): published again,
+    then every TASKKIT_REQUEUE_AFTER, doubled each time."""
+    fast_relay.TASKKIT_RELAY_GRACE_SECONDS = 60  # the first sweep certainly comes before it
     result = tasks.parked.delay("lost")
     clean_broker.delete("inspect")  # the broker lost it
     relay.sweep()
     assert clean_broker.llen("inspect") == 0  # not yet: it may still be on its way
     run = TaskRun.objects.get(pk=result.id)
     assert run.publish_count == 1
-    assert 4 < (run.requeue_at - run.queued_at).total_seconds() < 6  # REQUEUE_AFTER
+    assert 59 < (run.requeue_at - run.queued_at).total_seconds() < 61  # the grace: a deadline
     TaskRun.objects.filter(pk=result.id).update(requeue_at=timezone.now() - AGO)
     assert relay.sweep().counts["published_queued"] == 1
     assert message_ids(clean_broker) == [result.id]
