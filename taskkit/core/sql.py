@@ -69,3 +69,83 @@ def instance_from_row(model: type[Model], db: str, row: Sequence[Any]) -> Any:
             value = convert(value, expression, connection)
         values.append(value)
     return model.from_db(db, [f.attname for f in model._meta.concrete_fields], values)
+
+
+def _set_clause(model: type[Model], db: str, changes: dict[str, Any]) -> tuple[str, list[Any]]:
+    sets = ", ".join(f"{column(model, db, name)} = %s" for name in changes)
+    return sets, [prep(model, db, name, value) for name, value in changes.items()]
+
+
+def _insert_values(instance: Model, db: str, skip: str) -> tuple[list[Field[Any, Any]], list[Any]]:
+    """The concrete fields of ``instance`` but its primary key and ``skip``, and their values
+    prepared for ``db``."""
+    fields = [
+        f
+        for f in instance._meta.concrete_fields
+        if not f.primary_key and f.name != skip and isinstance(f, Field)
+    ]
+    connection = connections[db]
+    return fields, [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
+
+
+Upsert = tuple[type[Model], dict[str, Any], tuple[str, ...], str]
+
+
+def upsert_statement(
+    db: str,
+    model: type[Model],
+    values: dict[str, Any],
+    insert_only: tuple[str, ...],
+    key: str,
+    source: str = "",
+) -> tuple[str, list[Any]]:
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` of one row of ``model`` (``values`` by field
+    name); the fields of ``insert_only`` keep the value of an existing row. With ``source`` (a
+    CTE's name) the row is inserted once per row of ``source``: none if it is empty."""
+    names = list(values)
+    columns = ", ".join(column(model, db, name) for name in names)
+    placeholders = ", ".join(["%s"] * len(names))
+    updates = ", ".join(
+        f"{column(model, db, name)} = EXCLUDED.{column(model, db, name)}"
+        for name in names
+        if name not in insert_only
+    )
+    select = f"SELECT {placeholders} FROM {source}" if source else f"VALUES ({placeholders})"
+    statement = (
+        f"INSERT INTO {table(model, db)} ({columns}) {select} "
+        f"ON CONFLICT ({column(model, db, key)}) DO UPDATE SET {updates}"
+    )
+    return statement, [prep(model, db, name, values[name]) for name in names]
+
+
+def finish_statement(
+    db: str,
+    model: type[Model],
+    changes: dict[str, Any],
+    held: dict[str, Any],
+    attempt: Model,
+    upsert: Upsert | None,
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: one statement that ends an attempt. It updates the run (``changes``) where it
+    still matches ``held`` (the claim), inserts ``attempt`` (its foreign key to the run taken
+    from the update) and, with ``upsert``, upserts a result row; none of the inserts happen if
+    the claim was lost. A row comes back if and only if the claim was held."""
+    sets, params = _set_clause(model, db, changes)
+    where = " AND ".join(f"{column(model, db, name)} = %s" for name in held)
+    params += [prep(model, db, name, value) for name, value in held.items()]
+    pk = column(model, db, "id")
+    fk = next(
+        f for f in attempt._meta.concrete_fields if getattr(f, "related_model", None) is model
+    )
+    fields, values = _insert_values(attempt, db, skip=fk.name)
+    attempt_columns = ", ".join(quote(db, f.column) for f in fields)
+    insert_attempt = (
+        f"INSERT INTO {table(type(attempt), db)} ({quote(db, fk.column)}, {attempt_columns}) "
+        f"SELECT won.{pk}, {', '.join(['%s'] * len(fields))} FROM won"
+    )
+    statement = f"WITH won AS (UPDATE {table(model, db)} SET {sets} WHERE {where} RETURNING {pk}) "
+    if upsert is None:
+        return statement + insert_attempt + " RETURNING 1", params + values
+    row_statement, row_params = upsert_statement(db, *upsert, source="won")
+    statement += f", attempt AS ({insert_attempt}) {row_statement} RETURNING 1"
+    return statement, params + values + row_params
