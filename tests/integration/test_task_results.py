@@ -4,16 +4,12 @@ django-db backend writes it for a plain Celery task (field by field), and read b
 through the same real worker and compares their rows."""
 
 import json
-import uuid
 
 import pytest
 from celery.result import AsyncResult
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django_celery_results.models import TaskResult
 
-from taskkit.core import ledger
-from taskkit.models import RunState, TaskAttempt, TaskRun
+from taskkit.models import RunState, TaskRun
 from tests.celery_app import app
 from tests.conftest import wait_for
 from tests.testapp import tasks
@@ -97,49 +93,3 @@ def test_a_retry_row_is_the_one_django_celery_results_writes(worker):
     assert mine.traceback.strip().splitlines()[-1] == "ValueError: ('it broke', 7)"
     assert AsyncResult(ours.id, app=app).state == "RETRY"
     assert TaskRun.objects.get(pk=ours.id).state == RunState.RETRYING
-
-
-def test_the_outcome_row_is_upserted_on_the_task_id(clean_broker):
-    """An existing row (STARTED, or an earlier attempt's RETRY) is updated in place, as
-    django-celery-results' manager does: date_created and date_started kept, the rest replaced."""
-    from taskkit.worker import results
-
-    class Request:
-        id = None
-        task = tasks.parked.name
-        hostname = "host@one"
-        argsrepr, kwargsrepr = "()", "{}"
-        meta: dict = {}
-        children: list = []
-        is_eager = False
-        ignore_result = None
-
-    run_id = uuid.UUID(tasks.parked.delay("upsert").id)
-    Request.id = str(run_id)
-    app.backend.store_result(str(run_id), None, "STARTED", request=Request)
-    before = TaskResult.objects.get(task_id=run_id)
-    assert before.date_started is not None
-    claim = ledger.claim_by_id(run_id, tasks.parked.name, "host:1", 60)
-    assert claim is not None
-    row_ = results.row_for(tasks.parked.spec, Request, "SUCCESS", {"n": 1})
-    assert row_ is not None
-    with CaptureQueriesContext(connection) as queries:
-        assert ledger.succeed(claim, {"n": 1}, row_) is True
-    statements = [q for q in queries if not q["sql"].upper().startswith(("BEGIN", "SAVEPOINT"))]
-    # PostgreSQL: one statement (run, attempt and TaskResult in a CTE), autocommitted.
-    # SQLite: UPDATE, INSERT attempt, upsert TaskResult, COMMIT.
-    assert len(statements) == (1 if connection.vendor == "postgresql" else 4)
-    after = TaskResult.objects.get(task_id=run_id)
-    assert after.pk == before.pk and after.status == "SUCCESS"
-    assert after.date_created == before.date_created and after.date_started == before.date_started
-    assert after.date_done >= before.date_done and json.loads(after.result) == {"n": 1}
-    assert after.worker == "host@one" and after.task_args == '"()"'
-    assert TaskAttempt.objects.filter(run_id=run_id).count() == 1
-    # a lost claim writes nothing at all: not the run, not an attempt, not the row
-    row_ = results.row_for(tasks.parked.spec, Request, "FAILURE", ValueError("late"))
-    assert (
-        ledger.fail(claim, ledger.ErrorInfo.from_exception(ValueError("late")), None, row=row_)
-        is None
-    )
-    assert TaskResult.objects.get(task_id=run_id).status == "SUCCESS"
-    assert TaskAttempt.objects.filter(run_id=run_id).count() == 1
