@@ -13,6 +13,7 @@ message must go out (an operator retry) returns the ids, and its caller publishe
 from __future__ import annotations
 
 import datetime
+import functools
 import traceback as tb
 from dataclasses import dataclass
 from typing import Any
@@ -157,21 +158,10 @@ def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) 
     db = db_alias()
     now = timezone.now()
 
-    def c(name: str) -> str:
-        return sql.column(TaskRun, db, name)
-
     def p(name: str, value: Any) -> Any:
         return sql.prep(TaskRun, db, name, value)
 
-    statement = (
-        f"UPDATE {sql.table(TaskRun, db)} SET {c('state')} = %s, "
-        f"{c('attempts')} = {c('attempts')} + 1, "
-        f"{c('first_started_at')} = COALESCE({c('first_started_at')}, %s), "
-        f"{c('started_at')} = %s, {c('lease_until')} = %s, {c('claimed_by')} = %s "
-        f"WHERE {c('id')} = %s AND {c('task_name')} = %s AND {c('state')} IN (%s, %s, %s) "
-        f"AND ({c('not_before')} IS NULL OR {c('not_before')} <= %s) "
-        f"RETURNING {sql.returning_columns(TaskRun, db)}"
-    )
+    statement = _claim_text(db)
     params = [
         RunState.RUNNING,
         p("first_started_at", now),
@@ -190,6 +180,22 @@ def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) 
         return None
     run = sql.instance_from_row(TaskRun, db, row)
     return Claim(run=run, attempt=run.attempts, worker=worker, started_at=run.started_at)
+
+
+@functools.lru_cache(maxsize=16)
+def _claim_text(db: str) -> str:
+    def c(name: str) -> str:
+        return sql.column(TaskRun, db, name)
+
+    return (
+        f"UPDATE {sql.table(TaskRun, db)} SET {c('state')} = %s, "
+        f"{c('attempts')} = {c('attempts')} + 1, "
+        f"{c('first_started_at')} = COALESCE({c('first_started_at')}, %s), "
+        f"{c('started_at')} = %s, {c('lease_until')} = %s, {c('claimed_by')} = %s "
+        f"WHERE {c('id')} = %s AND {c('task_name')} = %s AND {c('state')} IN (%s, %s, %s) "
+        f"AND ({c('not_before')} IS NULL OR {c('not_before')} <= %s) "
+        f"RETURNING {sql.returning_columns(TaskRun, db)}"
+    )
 
 
 def _held(c: Claim) -> Any:
