@@ -192,7 +192,11 @@ def _claim_text(db: str) -> str:
         f"{c('attempts')} = {c('attempts')} + 1, "
         f"{c('first_started_at')} = COALESCE({c('first_started_at')}, %s), "
         f"{c('started_at')} = %s, {c('lease_until')} = %s, {c('claimed_by')} = %s "
-        f"WHERE {c('id')} = %s AND {c('task_name')} = %s AND {c('state')} IN (%s, %s, %s) "
+        # `|| ''` keeps the planner on the primary key: with stale statistics (a backlog that
+        # grew since the last ANALYZE) PostgreSQL otherwise walks the (task_name, state) index,
+        # every run of the task, for each claim (measured: 0.7 ms per claim at 2,000 runs).
+        f"WHERE {c('id')} = %s AND {c('task_name')} || '' = %s "
+        f"AND {c('state')} || '' IN (%s, %s, %s) "
         f"AND ({c('not_before')} IS NULL OR {c('not_before')} <= %s) "
         f"RETURNING {sql.returning_columns(TaskRun, db)}"
     )
