@@ -25,6 +25,16 @@ from django.db import connection
 from django.db.backends.signals import connection_created
 
 _KINDS = [
+    (
+        "finish: UPDATE run + INSERT attempt + upsert TaskResult",
+        re.compile(
+            r'^WITH won AS \(UPDATE "taskkit_taskrun".*"django_celery_results_taskresult"', re.S
+        ),
+    ),
+    (
+        "finish: upsert TaskResult",
+        re.compile(r'^INSERT INTO "django_celery_results_taskresult" .*ON CONFLICT', re.S),
+    ),
     ("dcr: result", re.compile(r"django_celery_results", re.I)),
     (
         "finish: UPDATE run + INSERT attempt",

@@ -151,6 +151,18 @@ class ReliableTask(celery.Task, Generic[P, R]):
         # checkers only, so that at runtime Celery's own Task.run stays the fallback.
         def run(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
+    @property
+    def backend(self) -> Any:
+        """The app's result backend; a django-db one skips the writes taskkit made already (the
+        ``TaskResult`` row is written with the run's outcome: ``taskkit.worker.results``)."""
+        from .worker.results import ledger_backend  # models load after the app registry
+
+        return ledger_backend(celery.Task.backend.fget(self))
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        celery.Task.backend.fset(self, value)
+
     @functools.cached_property
     def spec(self) -> TaskSpec:
         """The task as the producer and the worker see it (built at first use, when bound)."""

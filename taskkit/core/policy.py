@@ -113,3 +113,89 @@ def _require_callable(name: str, value: Any, example: str) -> None:
         raise ConfigurationError(
             f"{name}={value!r} is not a tenacity {name} strategy; pass one, e.g. {name}={example}."
         )
+
+
+# -- what happens to a run after a failed attempt ------------------------------------------------
+
+#: Kinds of failed attempts (``taskkit.models.AttemptOutcome`` values; repeated here so that this
+#: module stays free of Django).
+FAILED, MISSING, LOST, TIMED_OUT = "FAILED", "MISSING", "LOST", "TIMED_OUT"
+
+#: The run's next state after a failed attempt (``taskkit.models.RunState`` values).
+RETRYING, GIVE_UP_FAILED, GIVE_UP_DISCARDED = "RETRYING", "FAILED", "DISCARDED"
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """Everything the decision after a failed attempt depends on, gathered by the worker."""
+
+    #: FAILED (the task raised), MISSING (a model argument is gone), LOST (the worker died), or
+    #: TIMED_OUT (the hard time limit).
+    kind: str
+    exception: BaseException
+    #: The attempt's number within the run's budget (1 for the first since an operator retry).
+    attempt: int
+    #: Seconds since the budget's first attempt started.
+    elapsed: float
+    #: The task's ``on_missing=`` ("fail", "discard" or "retry").
+    on_missing: str = "fail"
+    #: LOST attempts recorded before this one (only read for a LOST attempt).
+    lost_before: int = 0
+    #: ``TASKKIT_MAX_WORKER_LOSSES``: a run whose worker was lost this often ends FAILED.
+    max_worker_losses: int = 5
+    #: The exception can never succeed on a retry (a call that cannot be decoded, a result that
+    #: cannot be stored): the run fails at once.
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The run's next state after a failed attempt: RETRYING after ``delay`` seconds, FAILED or
+    DISCARDED; ``reason`` says why, in words."""
+
+    state: str
+    reason: str
+    delay: float | None = None
+
+    @property
+    def retry(self) -> RetryDecision | None:
+        return RetryDecision(self.delay) if self.delay is not None else None
+
+
+def after_failure(policy: RetryPolicy, failed: FailedAttempt) -> Verdict:
+    """Decide what follows a failed attempt. Pure: no I/O, no clock (``elapsed`` is given).
+
+    - a permanent failure (undecodable call, unstorable result) fails the run;
+    - a missing object follows ``on_missing``: "fail", "discard", or "retry" (always retryable,
+      within the stop strategy);
+    - a lost worker is always retryable within the stop strategy, until the run has lost
+      ``max_worker_losses`` workers;
+    - anything else (an exception, a hard time limit) asks the task's ``RetryPolicy``.
+    """
+    if failed.permanent:
+        return Verdict(GIVE_UP_FAILED, "the failure is permanent: a retry cannot succeed")
+    force = False
+    if failed.kind == MISSING:
+        if failed.on_missing == "discard":
+            return Verdict(GIVE_UP_DISCARDED, "an object it needs is missing (on_missing=discard)")
+        if failed.on_missing != "retry":
+            return Verdict(GIVE_UP_FAILED, "an object it needs is missing (on_missing=fail)")
+        force = True
+    elif failed.kind == LOST:
+        if failed.lost_before + 1 >= failed.max_worker_losses:
+            return Verdict(
+                GIVE_UP_FAILED,
+                f"its worker was lost {failed.lost_before + 1} times "
+                f"(TASKKIT_MAX_WORKER_LOSSES = {failed.max_worker_losses})",
+            )
+        force = True
+    decision = policy.decide(
+        attempt=failed.attempt,
+        exception=failed.exception,
+        seconds_since_start=failed.elapsed,
+        force_retry=force,
+    )
+    if decision is None:
+        why = "the stop strategy" if force else "the task's retry and stop strategies"
+        return Verdict(GIVE_UP_FAILED, f"{why} gave up after attempt {failed.attempt}")
+    return Verdict(RETRYING, f"attempt {failed.attempt + 1} in {decision.delay:g}s", decision.delay)

@@ -9,6 +9,7 @@ to the ORM where these are not available.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -69,3 +70,120 @@ def instance_from_row(model: type[Model], db: str, row: Sequence[Any]) -> Any:
             value = convert(value, expression, connection)
         values.append(value)
     return model.from_db(db, [f.attname for f in model._meta.concrete_fields], values)
+
+
+def _attempt_fields(model: type[Model], skip: str) -> list[Field[Any, Any]]:
+    """The concrete fields of ``model`` but its primary key and ``skip``."""
+    return [
+        f
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name != skip and isinstance(f, Field)
+    ]
+
+
+Upsert = tuple[type[Model], dict[str, Any], tuple[str, ...], str]
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_text(
+    db: str,
+    model: type[Model],
+    names: tuple[str, ...],
+    insert_only: tuple[str, ...],
+    key: str,
+    source: str,
+) -> str:
+    columns = ", ".join(column(model, db, name) for name in names)
+    placeholders = ", ".join(["%s"] * len(names))
+    updates = ", ".join(
+        f"{column(model, db, name)} = EXCLUDED.{column(model, db, name)}"
+        for name in names
+        if name not in insert_only
+    )
+    select = f"SELECT {placeholders} FROM {source}" if source else f"VALUES ({placeholders})"
+    return (
+        f"INSERT INTO {table(model, db)} ({columns}) {select} "
+        f"ON CONFLICT ({column(model, db, key)}) DO UPDATE SET {updates}"
+    )
+
+
+def upsert_statement(
+    db: str,
+    model: type[Model],
+    values: dict[str, Any],
+    insert_only: tuple[str, ...],
+    key: str,
+    source: str = "",
+) -> tuple[str, list[Any]]:
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` of one row of ``model`` (``values`` by field
+    name); the fields of ``insert_only`` keep the value of an existing row. With ``source`` (a
+    CTE's name) the row is inserted once per row of ``source``: none if it is empty."""
+    names = tuple(values)
+    statement = _upsert_text(db, model, names, tuple(insert_only), key, source)
+    return statement, [prep(model, db, name, values[name]) for name in names]
+
+
+@functools.lru_cache(maxsize=256)
+def _finish_text(
+    db: str,
+    model: type[Model],
+    changes: tuple[str, ...],
+    held: tuple[str, ...],
+    attempt_model: type[Model],
+    upsert: tuple[Any, ...] | None,
+) -> str:
+    sets = ", ".join(f"{column(model, db, name)} = %s" for name in changes)
+    where = " AND ".join(f"{column(model, db, name)} = %s" for name in held)
+    pk = column(model, db, "id")
+    fk = _foreign_key(attempt_model, model)
+    fields = _attempt_fields(attempt_model, fk.name)
+    attempt_columns = ", ".join(quote(db, f.column) for f in fields)
+    insert_attempt = (
+        f"INSERT INTO {table(attempt_model, db)} ({quote(db, fk.column)}, {attempt_columns}) "
+        f"SELECT won.{pk}, {', '.join(['%s'] * len(fields))} FROM won"
+    )
+    statement = f"WITH won AS (UPDATE {table(model, db)} SET {sets} WHERE {where} RETURNING {pk}) "
+    if upsert is None:
+        return statement + insert_attempt + " RETURNING 1"
+    row_statement = _upsert_text(db, *upsert, source="won")
+    return statement + f", attempt AS ({insert_attempt}) {row_statement} RETURNING 1"
+
+
+def _foreign_key(model: type[Model], to: type[Model]) -> Field[Any, Any]:
+    return next(
+        f
+        for f in model._meta.concrete_fields
+        if getattr(f, "related_model", None) is to and isinstance(f, Field)
+    )
+
+
+def finish_statement(
+    db: str,
+    model: type[Model],
+    changes: dict[str, Any],
+    held: dict[str, Any],
+    attempt: Model,
+    upsert: Upsert | None,
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: one statement that ends an attempt. It updates the run (``changes``) where it
+    still matches ``held`` (the claim), inserts ``attempt`` (its foreign key to the run taken
+    from the update) and, with ``upsert``, upserts a result row; none of the inserts happen if
+    the claim was lost. A row comes back if and only if the claim was held. The text is built
+    once per shape of the statement."""
+    shape = None
+    if upsert is not None:
+        row_model, values, insert_only, key = upsert
+        shape = (row_model, tuple(values), tuple(insert_only), key)
+    attempt_model = type(attempt)
+    statement = _finish_text(db, model, tuple(changes), tuple(held), attempt_model, shape)
+    connection = connections[db]
+    params = [prep(model, db, name, value) for name, value in changes.items()]
+    params += [prep(model, db, name, value) for name, value in held.items()]
+    fk = _foreign_key(attempt_model, model)
+    params += [
+        f.get_db_prep_save(getattr(attempt, f.attname), connection)
+        for f in _attempt_fields(attempt_model, fk.name)
+    ]
+    if upsert is not None:
+        params += [prep(upsert[0], db, name, value) for name, value in upsert[1].items()]
+    return statement, params

@@ -363,7 +363,7 @@ def recover_expired_leases(
         if spec is None:
             state = _lose_unregistered(claim, error, now)
         else:
-            state, _ = record_failure(spec, claim, error, AttemptOutcome.LOST, force_retry=True)
+            state, _ = record_failure(spec, claim, error, AttemptOutcome.LOST)
         if state is not None:
             counts[f"recovered_to_{state.lower()}"] += 1
 

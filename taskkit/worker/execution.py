@@ -33,7 +33,7 @@ from celery.exceptions import Ignore, Retry
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from ..core import ledger, redaction, signals, sql
+from ..core import ledger, policy, redaction, signals, sql
 from ..core.conf import settings
 from ..core.context import RunContext, _current, reset_request_id, set_request_id
 from ..core.db import db_alias
@@ -44,10 +44,10 @@ from ..core.exceptions import (
     ResultNotSerializable,
     UndecodableCall,
 )
-from ..core.policy import RetryDecision
 from ..core.serialization import cap_result, decode_call, encode_call, encode_result
 from ..core.spec import RUN_HEADER, TaskSpec
 from ..models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
+from . import results
 
 logger = logging.getLogger("taskkit.execution")
 
@@ -84,7 +84,7 @@ def execute(spec: TaskSpec, request: Any) -> Any:
         # backend was terminated) without Django noticing: reconnect once before giving up.
         connections[db_alias()].close()
         claim = _claim(spec, request, run_id)
-    return run_attempt(spec, claim)
+    return run_attempt(spec, claim, request)
 
 
 def _claim(spec: TaskSpec, request: Any, run_id: uuid.UUID) -> ledger.Claim:
@@ -258,7 +258,7 @@ def _record_refused_adoption(spec: TaskSpec, run: TaskRun, exc: AdoptionRefused)
     )
 
 
-def run_attempt(spec: TaskSpec, claim: ledger.Claim) -> Any:
+def run_attempt(spec: TaskSpec, claim: ledger.Claim, request: Any = None) -> Any:
     run = claim.run
     context = RunContext(
         run_id=run.pk,
@@ -281,14 +281,14 @@ def run_attempt(spec: TaskSpec, claim: ledger.Claim) -> Any:
         try:
             args, kwargs = decode_call(spec.signature, spec.name, run.args, run.kwargs)
         except MissingObject as exc:
-            return _after_failure(spec, claim, exc, missing=True)
+            return _after_failure(spec, claim, exc, request, missing=True)
         except Exception as exc:  # UndecodableCall (gives up), or the database failed (may pass)
-            return _after_failure(spec, claim, exc)
+            return _after_failure(spec, claim, exc, request)
         try:
             if spec.atomic:
                 with transaction.atomic(using=db_alias()):
-                    return _body(spec, claim, args, kwargs)
-            return _body(spec, claim, args, kwargs)
+                    return _body(spec, claim, request, args, kwargs)
+            return _body(spec, claim, request, args, kwargs)
         except LeaseLost:
             logger.error(
                 "taskkit: attempt %d of run %s lost its claim before finishing; its outcome was "
@@ -299,13 +299,15 @@ def run_attempt(spec: TaskSpec, claim: ledger.Claim) -> Any:
             )
             raise Ignore() from None
         except Exception as exc:
-            return _after_failure(spec, claim, exc)
+            return _after_failure(spec, claim, exc, request)
     finally:
         reset_request_id(request_token)
         _current.reset(token)
 
 
-def _body(spec: TaskSpec, claim: ledger.Claim, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _body(
+    spec: TaskSpec, claim: ledger.Claim, request: Any, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
     value = spec.body(*args, **kwargs)
     result, omitted_bytes = cap_result(encode_result(value, spec.name), settings.MAX_RESULT_BYTES)
     if omitted_bytes is not None:
@@ -320,8 +322,11 @@ def _body(spec: TaskSpec, claim: ledger.Claim, args: list[Any], kwargs: dict[str
             omitted_bytes,
             settings.MAX_RESULT_BYTES,
         )
-    if not ledger.succeed(claim, result):
+    row = results.row_for(spec, request, "SUCCESS", result)
+    if not ledger.succeed(claim, result, row):
         raise LeaseLost()
+    if row is not None:  # atomic tasks: Celery writes the row itself if the commit fails
+        transaction.on_commit(lambda: results.wrote(row), using=db_alias())
     duration = (timezone.now() - claim.started_at).total_seconds()
     transaction.on_commit(  # atomic tasks: only once the body's transaction has committed
         lambda: signals.send(
@@ -343,40 +348,54 @@ def record_failure(
     exc: BaseException,
     outcome: str,
     *,
-    force_retry: bool = False,
-    give_up: bool = False,
-    final_state: str = RunState.FAILED,
-) -> tuple[str | None, RetryDecision | None]:
+    request: Any = None,
+    raised: BaseException | None = None,
+) -> tuple[str | None, policy.Verdict]:
     """Record a failed attempt, ask the policy what next, schedule a retry, send the signal.
 
-    Shared by the attempt itself and by the worker's main process (lost child, hard time limit).
-    Returns the run's new state (``None`` if the claim was lost) and the retry decision.
+    Shared by the attempt itself, the worker's main process (lost child, hard time limit) and the
+    relay (expired leases). It gathers the decision's inputs, asks ``policy.after_failure``, and
+    has the ledger record the transition (with the task's ``TaskResult`` row when ``request`` is
+    given: ``raised`` is the exception Celery will be given, ``exc`` masked by default). Returns
+    the run's new state (``None`` if the claim was lost) and the verdict.
     """
     run = claim.run
-    decision = None
-    if outcome == AttemptOutcome.LOST and not give_up:
-        lost = TaskAttempt.objects.using(db_alias()).filter(run_id=run.pk, outcome=outcome)
-        give_up = lost.count() + 1 >= settings.MAX_WORKER_LOSSES
-    if not give_up:
-        started = run.first_started_at or claim.started_at
-        decision = spec.policy.decide(
-            attempt=claim.attempt - run.attempt_base,
+    started = run.first_started_at or claim.started_at
+    verdict = policy.after_failure(
+        spec.policy,
+        policy.FailedAttempt(
+            kind=outcome,
             exception=exc,
-            seconds_since_start=(timezone.now() - started).total_seconds(),
-            force_retry=force_retry,
-        )
+            attempt=claim.attempt - run.attempt_base,
+            elapsed=(timezone.now() - started).total_seconds(),
+            on_missing=spec.on_missing,
+            lost_before=_lost_before(run) if outcome == AttemptOutcome.LOST else 0,
+            max_worker_losses=settings.MAX_WORKER_LOSSES,
+            permanent=isinstance(exc, ResultNotSerializable | UndecodableCall),
+        ),
+    )
     secrets = _secrets(run)
     error = redaction.mask_error(ledger.ErrorInfo.from_exception(exc), secrets)
-    state = ledger.fail(claim, error, decision, outcome, final_state)
     exc = redaction.mask_exception(exc, secrets)  # signals and logs never see a sensitive value
+    row = None
+    if request is not None and verdict.state != RunState.DISCARDED:  # Celery stores no Ignore
+        celery_state = "RETRY" if verdict.state == RunState.RETRYING else "FAILURE"
+        shown = raised if raised is not None and celery_state == "FAILURE" else exc
+        row = results.row_for(spec, request, celery_state, shown, error.traceback)
+    if verdict.state == RunState.RETRYING:
+        state = ledger.fail(claim, error, verdict.retry, outcome, row=row)
+    else:
+        state = ledger.fail(claim, error, None, outcome, final_state=verdict.state, row=row)
+    if state is not None and outcome != AttemptOutcome.LOST:
+        results.wrote(row)  # Celery writes no result for a lost worker: its message is requeued
     common = {"run_id": run.pk, "attempt": claim.attempt}
-    if state == RunState.RETRYING and decision is not None:
-        schedule_retry(spec, run, decision.delay)
+    if state == RunState.RETRYING and verdict.delay is not None:
+        schedule_retry(spec, run, verdict.delay)
         signals.send(
             signals.run_retrying,
             spec.name,
             exception=exc,
-            delay=decision.delay,
+            delay=verdict.delay,
             outcome=outcome,
             **common,
         )
@@ -384,27 +403,38 @@ def record_failure(
         signals.send(signals.run_failed, spec.name, exception=exc, outcome=outcome, **common)
     elif state == RunState.DISCARDED:
         signals.send(signals.run_discarded, spec.name, reason=str(exc), **common)
-    return state, decision
+    return state, verdict
+
+
+def _lost_before(run: TaskRun) -> int:
+    """LOST attempts recorded for ``run`` (read only when another worker was lost)."""
+    return (
+        TaskAttempt.objects.using(db_alias())
+        .filter(run_id=run.pk, outcome=AttemptOutcome.LOST)
+        .count()
+    )
 
 
 def _after_failure(
-    spec: TaskSpec, claim: ledger.Claim, exc: Exception, missing: bool = False
+    spec: TaskSpec, claim: ledger.Claim, exc: Exception, request: Any, missing: bool = False
 ) -> Any:
     """Record the failed attempt; raise ``Retry`` (retry scheduled) or the exception (gave up)."""
     run = claim.run
-    state, decision = record_failure(
+    outward = redaction.mask_exception(exc, _secrets(run))  # what Celery and logs may see
+    raised: BaseException = outward
+    if not _writable(outward):
+        # Celery stores and logs what the task raised; text with a lone surrogate or a NUL (or a
+        # failing __str__) would make that fail after the ledger has recorded the failure.
+        error = ledger.ErrorInfo.from_exception(outward)
+        raised = RuntimeError(f"{error.type}: {error.message}")
+    state, verdict = record_failure(
         spec,
         claim,
         exc,
         AttemptOutcome.MISSING if missing else AttemptOutcome.FAILED,
-        force_retry=missing,
-        give_up=isinstance(exc, ResultNotSerializable | UndecodableCall)
-        or (missing and spec.on_missing != "retry"),
-        final_state=RunState.DISCARDED
-        if missing and spec.on_missing == "discard"
-        else RunState.FAILED,
+        request=request,
+        raised=raised,
     )
-    outward = redaction.mask_exception(exc, _secrets(run))  # what Celery and logs may see
     if state is None:
         logger.error(
             "taskkit: attempt %d of run %s failed after losing its claim: %r",
@@ -413,19 +443,14 @@ def _after_failure(
             outward,
         )
         raise Ignore()
-    if state == RunState.RETRYING and decision is not None:
+    if state == RunState.RETRYING and verdict.delay is not None:
         if outward is not exc:  # the original must not appear as the Retry's context either
-            raise Retry(exc=outward, when=decision.delay) from None
-        raise Retry(exc=exc, when=decision.delay)
+            raise Retry(exc=outward, when=verdict.delay) from None
+        raise Retry(exc=exc, when=verdict.delay)
     if state == RunState.DISCARDED:
         raise Ignore()  # logged by taskkit.observe.signal_handlers
-    if not _writable(outward):
-        # Celery stores and logs what the task raised; text with a lone surrogate or a NUL (or a
-        # failing __str__) would make that fail after the ledger has recorded the failure.
-        error = ledger.ErrorInfo.from_exception(outward)
-        raise RuntimeError(f"{error.type}: {error.message}") from None
-    if outward is not exc:
-        raise outward from None
+    if raised is not exc:
+        raise raised from None
     raise exc
 
 

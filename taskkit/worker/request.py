@@ -75,9 +75,7 @@ def record_lost_attempt(request: Request, outcome: str, exc: Exception) -> None:
         claim = ledger.holder_claim(request.id, worker_id(request, request.worker_pid))
         if claim is None:
             return  # the child died before claiming, or the outcome was already recorded
-        state, _ = record_failure(
-            spec, claim, exc, outcome, force_retry=outcome == AttemptOutcome.LOST
-        )
+        state, _ = record_failure(spec, claim, exc, outcome, request=request._context)
         logger.warning(
             "taskkit: attempt %d of run %s of %s ended %s; run is now %s.",
             claim.attempt,

@@ -4,6 +4,7 @@ import logging
 import os
 import time
 
+from celery import shared_task
 from tenacity import retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from taskkit import current_run, reliable_task
@@ -270,3 +271,38 @@ def soak_gate(n, release_path):
     while not os.path.exists(release_path):
         time.sleep(0.05)
     return n
+
+
+# -- the TaskResult row taskkit writes, beside what Celery + django-celery-results write --------
+
+OUTCOME_VALUE = {"answer": 42, "items": [1, "two", None], "text": "é"}
+
+
+@reliable_task
+def reliable_ok():
+    return OUTCOME_VALUE
+
+
+@reliable_task(stop=stop_after_attempt(1))
+def reliable_fails():
+    raise ValueError("it broke", 7)
+
+
+@reliable_task(stop=stop_after_attempt(3), wait=wait_fixed(3600))
+def reliable_retries_later():
+    raise ValueError("it broke", 7)
+
+
+@shared_task
+def plain_ok():
+    return OUTCOME_VALUE
+
+
+@shared_task
+def plain_fails():
+    raise ValueError("it broke", 7)
+
+
+@shared_task(bind=True)
+def plain_retries_later(self):
+    raise self.retry(exc=ValueError("it broke", 7), countdown=3600)
