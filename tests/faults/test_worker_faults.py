@@ -18,6 +18,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 def test_01_worker_child_sigkilled_mid_task(cluster, report):
     """A prefork child SIGKILLed mid-attempt: the parent records it LOST, the run is retried."""
     worker = cluster.start_worker()
+    # A relay runs, as in production: on SQLite a child can wait on the one write lock (the other
+    # child's atomic attempt holds it) until its hard time limit kills it before it claimed; Celery
+    # acknowledges that message and the run, still QUEUED, is the relay's to publish again.
+    cluster.start_relay()
     run_ids = cluster.dispatch(20, sleep=0.5)
 
     def freeze_a_child_mid_attempt() -> TaskRun | None:
