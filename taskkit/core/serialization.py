@@ -187,18 +187,24 @@ def _hint(value: Any) -> str:
     )
 
 
-def decode(value: Any) -> Any:
+def decode(value: Any, _depth: int = 0) -> Any:
     """Inverse of ``encode``; model references are fetched from the database.
 
     Raises ``MissingObject`` for a referenced row that is gone and ``UndecodableCall`` (with the
-    cause) for a value that cannot be decoded; database errors propagate unchanged.
+    cause) for a value that cannot be decoded — including one nested deeper than ``MAX_DEPTH``
+    (a row written before dispatch refused such values): the limit is checked here, not left to
+    Python's recursion limit, which differs between versions. Database errors propagate unchanged.
     """
-    if isinstance(value, list):
-        return [decode(item) for item in value]
+    if isinstance(value, list) or (isinstance(value, dict) and value.get(TAG) is None):
+        if _depth >= MAX_DEPTH:
+            raise UndecodableCall(
+                f"nested too deeply to decode (dispatch now refuses more than {MAX_DEPTH} levels)"
+            )
+        if isinstance(value, list):
+            return [decode(item, _depth + 1) for item in value]
+        return {key: decode(item, _depth + 1) for key, item in value.items()}
     if isinstance(value, dict):
         tag = value.get(TAG)
-        if tag is None:
-            return {key: decode(item) for key, item in value.items()}
         decoder = _DECODERS.get(tag) if isinstance(tag, str) else None
         if decoder is None:
             raise UndecodableCall(

@@ -144,11 +144,22 @@ def test_10_broker_connections_killed_repeatedly_during_a_drain(any_cluster, rep
     cluster = any_cluster
     cluster.env.update(BACKLOG_REQUEUE_AFTER)
     run_ids = cluster.dispatch(100, sleep=0.05)
-    cluster.start_worker()
+    workers = [cluster.start_worker()]
     cluster.start_relay()
+    restarts = 0
 
     def succeeded() -> int:
         return TaskRun.objects.filter(pk__in=run_ids, state=RunState.SUCCEEDED).count()
+
+    def resumed(before: int) -> bool:
+        nonlocal restarts
+        if not workers[-1].alive:
+            # Seen once on Python 3.13: Celery's prefork main process read a corrupt frame from a
+            # pool pipe right after a cut ("Unrecoverable error: UnpicklingError") and exited.
+            # A supervisor restarts it, as in production; the ledger must lose nothing meanwhile.
+            restarts += 1
+            workers.append(cluster.start_worker())
+        return succeeded() >= before + 2
 
     wait_for(lambda: succeeded() > 5, 60, what="the drain to be under way")
     started = time.monotonic()
@@ -158,12 +169,10 @@ def test_10_broker_connections_killed_repeatedly_during_a_drain(any_cluster, rep
         left_at_cuts.append(len(run_ids) - before)
         cluster.proxy.kill_connections()
         wait_for(
-            lambda before=before: succeeded() >= before + 2,
-            60,
-            what="the drain to resume after the cut",
+            lambda before=before: resumed(before), 60, what="the drain to resume after the cut"
         )
     row = settle(run_ids, report, cluster.broker.name, started)
-    row.notes = f"runs left at each cut: {left_at_cuts}"
+    row.notes = f"runs left at each cut: {left_at_cuts}; worker restarts: {restarts}"
     assert min(left_at_cuts) > 0, left_at_cuts  # every cut hit the drain
     assert_nothing_lost(row)
 

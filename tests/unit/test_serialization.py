@@ -482,6 +482,16 @@ def test_limits_of_what_travels(value: Any, accepted: bool, words: str) -> None:
     message.encode("utf-8")  # the refusal itself can always be logged
 
 
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 900, 5000])
+def test_decode_refuses_what_dispatch_would_refuse_whatever_the_python(levels: int) -> None:
+    """A stored value nested deeper than MAX_DEPTH (written before the limit) is undecodable,
+    decided by the limit itself, not by Python's recursion limit (which differs by version)."""
+    with pytest.raises(UndecodableCall, match="nested too deeply to decode"):
+        decode(nested(levels))
+    with pytest.raises(UndecodableCall, match="nested too deeply to decode"):
+        decode(nested(levels, "dict"))
+
+
 def test_limits_apply_to_results() -> None:
     """A result the ledger could not store is refused like an argument."""
     with pytest.raises(ResultNotSerializable, match="NUL"):
