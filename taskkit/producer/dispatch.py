@@ -81,20 +81,15 @@ def dispatch(
     run_options = run_options_for(spec, publish_options, encoded_args, encoded_kwargs, key)
 
     now = timezone.now()
-    run = TaskRun(
-        id=run_id,
-        task_name=spec.name,
-        queue=publish_options.get("queue") or spec.app.conf.task_default_queue,
-        args=encoded_args,
-        kwargs=encoded_kwargs,
-        options=run_options,
-        idempotency_key=key,
-        state=RunState.PENDING,
-        not_before=not_before,
-        created_at=now,
-        request_id=current_request_id(),
+    run = _new_run(
+        spec,
+        run_id,
+        publish_options.get("queue") or spec.app.conf.task_default_queue,
+        (encoded_args, encoded_kwargs, run_options, key),
+        not_before,
+        now,
+        current_request_id(),
     )
-    ledger.expect_publish(run, now)
     db = db_alias()
     if key is None:
         ledger.create_run(run)
@@ -144,6 +139,34 @@ def run_options_for(
             spec.name, key, redaction.secret_texts(encoded_args, encoded_kwargs, scrub)
         )
     return {**publish_options, redaction.SPEC: scrub}
+
+
+def _new_run(
+    spec: TaskSpec,
+    run_id: Any,
+    queue: str,
+    call: tuple[list[Any], dict[str, Any], dict[str, Any], str | None],
+    not_before: datetime.datetime | None,
+    now: datetime.datetime,
+    request_id: str,
+) -> TaskRun:
+    """The row of one dispatch (single or bulk), written published-unless-proven-otherwise."""
+    args, kwargs, options, key = call
+    run = TaskRun(
+        id=run_id,
+        task_name=spec.name,
+        queue=queue,
+        args=args,
+        kwargs=kwargs,
+        options=options,
+        idempotency_key=key,
+        state=RunState.PENDING,
+        not_before=not_before,
+        created_at=now,
+        request_id=request_id,
+    )
+    ledger.expect_publish(run, now)
+    return run
 
 
 def _check_options(spec: TaskSpec, options: Mapping[str, Any], method: str) -> None:
@@ -244,21 +267,16 @@ def dispatch_many(
         except Exception as exc:
             raise _at_index(exc, spec.name, index) from exc
         runs.append(
-            TaskRun(
-                id=uuid.uuid4(),
-                task_name=spec.name,
-                queue=queue,
-                args=encoded_args,
-                kwargs=encoded_kwargs,
-                options=run_options,
-                idempotency_key=key,
-                state=RunState.PENDING,
-                not_before=not_before,
-                created_at=now,
-                request_id=request_id,
+            _new_run(
+                spec,
+                uuid.uuid4(),
+                queue,
+                (encoded_args, encoded_kwargs, run_options, key),
+                not_before,
+                now,
+                request_id,
             )
         )
-        ledger.expect_publish(runs[-1], now)
 
     first_of_key: dict[str, TaskRun] = {}
     for run in runs:
