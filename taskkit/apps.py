@@ -1,6 +1,7 @@
 """Django app configuration for taskkit: connects the default logging, registers the checks and
 makes Redis brokers use taskkit's transport unless the project chose one
-(``taskkit.worker.broker``)."""
+(``taskkit.worker.broker``), and keeps a worker's prefork pool from dying on a broker reconnect
+(``taskkit.worker.pool``)."""
 
 from django.apps import AppConfig
 
@@ -13,8 +14,9 @@ class TaskkitConfig(AppConfig):
     def ready(self) -> None:
         from . import checks
         from .observe import signal_handlers
-        from .worker import broker
+        from .worker import broker, pool
 
         signal_handlers.connect()
         checks.register()
         broker.connect()
+        pool.connect()
