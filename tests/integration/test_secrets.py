@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -26,7 +27,7 @@ from tests.integration.test_execution import finished
 from tests.testapp import tasks
 from tests.testapp.models import Effect
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
 CARD = "4111111111111111"
 REDACTED = {"__taskkit__": "redacted"}
@@ -51,6 +52,16 @@ def operator(client):
     client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
 
 
+def _seen_within(events: list[dict], uuid: str, seconds: float) -> bool:
+    """Whether an event about run ``uuid`` arrives in ``events`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(e.get("uuid") == uuid for e in list(events)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class EventTap:
     """Collects the Celery events the worker sends (what Flower receives), in a thread."""
 
@@ -66,14 +77,15 @@ class EventTap:
 
     def start(self) -> EventTap:
         self._thread.start()
-        # the receiver must be subscribed before the events of interest are sent: wait until a
-        # warm-up run's success is seen
-        warm = tasks.record.delay("event-tap-warm-up")
-        wait_for(
-            lambda: any(e.get("uuid") == warm.id for e in list(self.events)),
-            what="the event receiver to see the warm-up run",
-        )
-        return self
+        # the receiver must be subscribed before the events of interest are sent. Its queue is
+        # bound only once capture() is consuming, so a warm-up run's events can go out before it
+        # exists and be lost for good (a busy machine): send warm-up runs until one is seen
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            warm = tasks.record.delay("event-tap-warm-up")
+            if _seen_within(self.events, warm.id, 10.0):
+                return self
+        pytest.fail("timed out after 90s waiting for the event receiver to see a warm-up run")
 
     def of(self, run_id) -> list[dict]:
         return [e for e in list(self.events) if e.get("uuid") == str(run_id)]
