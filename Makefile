@@ -71,7 +71,7 @@ $(DOCS_VENV)/.installed: docs/requirements.txt pyproject.toml
 # -W --keep-going: every warning is reported, and any fails the build. -E: no stale pickles.
 docs: $(DOCS_VENV)/.installed
 	rm -rf docs/_build
-	$(NO_NETWORK) $(DOCS_VENV)/bin/python -m sphinx -W --keep-going -E -n -b html docs docs/_build/html
+	$(NO_NETWORK) $(DOCS_VENV)/bin/python -m sphinx -W --keep-going -E -b html docs docs/_build/html
 
 $(DIST_VENV)/.installed: requirements/dist.txt
 	$(PYTHON) -m venv $(DIST_VENV)
