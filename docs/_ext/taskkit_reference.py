@@ -83,9 +83,7 @@ def _text(node: ast.expr | None) -> str:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(
-            v.value if isinstance(v, ast.Constant) else "…" for v in node.values
-        )
+        return "".join(v.value if isinstance(v, ast.Constant) else "…" for v in node.values)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         return _text(node.left) + _text(node.right)
     return "…"
@@ -207,8 +205,7 @@ class SettingsDirective(Directive):
 class ChecksDirective(Directive):
     def run(self) -> list[nodes.Node]:
         rows = [
-            (_code(ident), level, message, hint)
-            for ident, level, message, hint in checks_table()
+            (_code(ident), level, message, hint) for ident, level, message, hint in checks_table()
         ]
         return [_table(["id", "level", "message", "hint"], rows, [12, 8, 45, 35])]
 
@@ -290,10 +287,10 @@ def literal_diagrams(app, what, name, obj, options, lines: list[str]) -> None:
     i = 1
     while i < len(lines):
         indented = lines[i].startswith((" ", "\t")) and lines[i].strip()
-        if indented and not lines[i - 1].strip() and (i < 2 or not lines[i - 2].startswith(" ")):
-            if not (i >= 2 and lines[i - 2].rstrip().endswith("::")):
-                lines[i - 1 : i] = ["", "::", ""]
-                i += 2
+        after_text = not lines[i - 1].strip() and (i < 2 or not lines[i - 2].startswith(" "))
+        if indented and after_text and not (i >= 2 and lines[i - 2].rstrip().endswith("::")):
+            lines[i - 1 : i] = ["", "::", ""]
+            i += 2
         i += 1
 
 
