@@ -4,8 +4,9 @@ Directives (used in docs/reference/):
 
 - ``taskkit-settings``: every key of ``taskkit.core.conf.DEFAULTS`` as ``TASKKIT_<NAME>``, its
   type (the ``TaskkitSettings`` property's annotation), its default and the comment above it;
-- ``taskkit-checks``: every system check id found in ``taskkit/checks.py`` (each
-  ``checks.Error/Warning(..., id="taskkit.X")`` call), with its message and hint as written there;
+- ``taskkit-checks``: every system check id the package emits (each
+  ``checks.Error/Warning(..., id="taskkit.X")`` call, in ``taskkit/checks.py`` or elsewhere),
+  with its message and hint as written there;
 - ``taskkit-metrics``: every metric family ``taskkit/observe/metrics.py`` builds, its type,
   labels and help text;
 - ``taskkit-commands``: every management command in ``taskkit/management/commands/``, its
@@ -90,19 +91,25 @@ def _text(node: ast.expr | None) -> str:
 
 
 def checks_table() -> list[tuple[str, str, str, str]]:
-    """``(id, level, message, hint)`` for each message taskkit/checks.py can emit, by id."""
-    tree = ast.parse((PACKAGE / "checks.py").read_text())
+    """``(id, level, message, hint)`` for each system check message the package can emit.
+
+    Every ``…(message, hint=…, id="taskkit.X")`` call in the package counts, wherever it is
+    (``taskkit/checks.py`` holds most of them).
+    """
     rows = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        ident = next((k.value for k in node.keywords if k.arg == "id"), None)
-        if not (isinstance(ident, ast.Constant) and CHECK_ID.fullmatch(str(ident.value))):
-            continue
-        level = node.func.attr if isinstance(node.func, ast.Attribute) else "?"
-        hint = next((k.value for k in node.keywords if k.arg == "hint"), None)
-        message = _text(node.args[0]) if node.args else ""
-        rows.append((str(ident.value), level, message, _text(hint)))
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            ident = next((k.value for k in node.keywords if k.arg == "id"), None)
+            if not (isinstance(ident, ast.Constant) and CHECK_ID.fullmatch(str(ident.value))):
+                continue
+            level = node.func.attr if isinstance(node.func, ast.Attribute) else "?"
+            if isinstance(node.func, ast.Name):
+                level = node.func.id
+            hint = next((k.value for k in node.keywords if k.arg == "hint"), None)
+            message = _text(node.args[0]) if node.args else ""
+            rows.append((str(ident.value), level, message, _text(hint)))
     return sorted(rows, key=lambda row: (row[0][8] != "E", row[0]))
 
 
@@ -263,7 +270,7 @@ def check_names(app: Sphinx) -> None:
         for p in (ROOT / folder).rglob("*.py")
     ] + [ROOT / "Makefile"]
     outside = set(_names(other_code, SETTING))
-    ids = set(_names([PACKAGE / "checks.py"], CHECK_ID))
+    ids = {row[0] for row in checks_table()}
     pages = [*Path(app.srcdir).rglob("*.md"), ROOT / "README.md"]
     pages = [p for p in pages if "_build" not in p.parts]
     for name, where in sorted(_names(pages, SETTING).items()):
@@ -274,7 +281,7 @@ def check_names(app: Sphinx) -> None:
     for ident, where in sorted(_names(pages, CHECK_ID).items()):
         if ident not in ids:
             logger.warning(
-                "%s is named in %s but taskkit/checks.py has no such check id",
+                "%s is named in %s but the package emits no such check id",
                 ident,
                 ", ".join(sorted(where)),
             )
