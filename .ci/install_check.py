@@ -4,12 +4,14 @@ What it does (each step bounded in time; any failure prints what went wrong and 
 
 1. Copies this checkout's files (``git ls-files``: tracked and untracked-but-not-ignored) to a
    scratch directory, and creates a fresh virtualenv there with ``$PYTHON`` (default python3).
-2. Reads the README's ``## Install`` section and runs its fenced blocks in order, with the fresh
-   virtualenv first on PATH and nothing else installed:
+2. Builds the wheel from the copy (``pip wheel --no-deps``), then reads the README's ``## Install``
+   section and runs its fenced blocks in order, with the fresh virtualenv first on PATH and
+   nothing else installed:
    - a ``sh`` block: one command per line; a block whose first line is ``# in a checkout of this
-     repository`` runs in the copied checkout (it builds and installs the wheel), the others in a
-     scratch project directory; ``cd`` moves; a line commented ``long-running`` is a process to
-     keep running (started at step 4);
+     repository`` runs in the copied checkout, the others in a scratch project directory; ``cd``
+     moves; a line commented ``long-running`` is a process to keep running (started at step 4);
+     ``pip install django-taskkit`` (with or without extras, quoted or not) installs the wheel
+     just built, with the same extras, so the check tests this checkout, not the index;
    - a ``python`` block whose first line is ``# <path>`` is that file's content; ``# <path> —
      append`` appends to it instead.
 3. Adds one app with one ``@reliable_task`` (``startapp shop``; not part of the Install text), and
@@ -51,6 +53,9 @@ STEP_SECONDS = 180
 READY_SECONDS = 90
 RUN_SECONDS = 90
 CHECKOUT_MARK = "# in a checkout of this repository"
+DIST_NAME = "django-taskkit"
+#: ``pip install django-taskkit`` / ``pip install 'django-taskkit[metrics]'`` (group 2: extras).
+PIP_INSTALL_DIST = re.compile(r"pip install (['\"]?)" + re.escape(DIST_NAME) + r"(\[[\w,-]*\])?\1")
 
 started = time.monotonic()
 
@@ -249,8 +254,13 @@ def main() -> int:
         copy_checkout(checkout)
         run(f"{PYTHON} -m venv {venv}", scratch, env)
         run("python -m pip --version && python --version", scratch, env)
+        run("python -m pip wheel --no-deps --wheel-dir dist .", checkout, env, PIP_SECONDS)
+        wheels = sorted((checkout / "dist").glob(DIST_NAME.replace("-", "_") + "-*.whl"))
+        if len(wheels) != 1:
+            raise Failed(f"expected one {DIST_NAME} wheel in the checkout's dist/: {wheels}")
+        wheel = wheels[0]
 
-        cwd, long_running, files = work, [], 0
+        cwd, long_running, files, installed = work, [], 0, False
         for lang, text in blocks(install_section(README.read_text())):
             if lang in ("sh", "shell", "bash", "console"):
                 lines = text.splitlines()
@@ -265,6 +275,10 @@ def main() -> int:
                         here = (here / command[3:].strip()).resolve()
                     else:
                         timeout = PIP_SECONDS if command.startswith("pip") else STEP_SECONDS
+                        if install := PIP_INSTALL_DIST.fullmatch(command):
+                            say(f"{command!r}: installs the wheel built here, {wheel.name}")
+                            command = "pip install " + shlex.quote(f"{wheel}{install[2] or ''}")
+                            installed = True
                         run(command, here, env, timeout)
                 if here != checkout:
                     cwd = here
@@ -280,6 +294,8 @@ def main() -> int:
                 with open(path, "a" if append else "w") as f:
                     f.write(("\n" if append else "") + body)
                 files += 1
+        if not installed:
+            raise Failed(f"the Install section has no 'pip install {DIST_NAME}' line")
         if files < 3 or len(long_running) < 2:
             raise Failed(
                 f"the Install section gave {files} files and {len(long_running)} "

@@ -1,6 +1,10 @@
-"""Run the demo (web, worker and Flower under honcho, on one Redis); ``--check`` smoke-tests it.
+"""Run the demo shop; ``--check`` smoke-tests it.
 
-``make demo`` runs ``.venv/bin/python demo/run.py``. Ctrl-C or SIGTERM stops every process.
+``make demo`` runs ``.venv/bin/python demo/run.py``: it starts one Redis (embedded, unless
+``REDIS_URL`` is set), migrates the SQLite database (or ``DATABASE_URL``), creates the admin user,
+then runs the Procfile's four processes under honcho: the web server, a Celery worker, the taskkit
+relay (which publishes what the broker lost and recovers runs of dead workers) and Flower, all on
+that Redis. It prints the URLs and credentials. Ctrl-C or SIGTERM stops every process.
 ``--check`` (or ``DEMO_SMOKE=1``) uses free ports and a temporary SQLite database (unless
 ``DATABASE_URL`` is set), places one order through the web page, waits for the worker to confirm
 it, stops everything and exits 0, or non-zero on any failure.
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     redis = None
     if not os.environ.get("REDIS_URL"):
-        redis = EmbeddedRedis().start()  # one server shared by web, worker and Flower
+        redis = EmbeddedRedis().start()  # one server shared by web, worker, relay and Flower
         os.environ["REDIS_URL"] = redis.url
 
     honcho: subprocess.Popen[bytes] | None = None

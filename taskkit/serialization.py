@@ -1,5 +1,5 @@
 """A re-export of ``taskkit.core.serialization``: this path stays for users
-(the README names taskkit.serialization.MAX_DEPTH).
+(the docs name taskkit.serialization.MAX_DEPTH).
 """
 
 from .core.serialization import (

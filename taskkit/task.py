@@ -301,7 +301,10 @@ def reliable_task(
     adopt: bool = True,
     **celery_options: Any,
 ) -> Any:
-    """Declare a reliable task. See the README for the options and the guarantees."""
+    """Declare a reliable task.
+
+    Its options: docs/reference/tasks.md; the guarantees: docs/reliability.md.
+    """
     _check_celery_options(celery_options)
     if on_missing not in ON_MISSING_CHOICES:
         raise ConfigurationError(

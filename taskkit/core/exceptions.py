@@ -109,7 +109,7 @@ __all__ = [
 ]
 
 # A recorded failure names its exception by class path (``TaskRun.error_type``, e.g.
-# "taskkit.exceptions.TaskNotRegistered"; the README documents these), as do Celery's result
+# "taskkit.exceptions.TaskNotRegistered"; the docs list these), as do Celery's result
 # backend and pickles: the classes keep their public path, ``taskkit.exceptions`` (a re-export).
 for _name in __all__:
     globals()[_name].__module__ = "taskkit.exceptions"

@@ -1,4 +1,4 @@
-"""Prometheus exposition of the ledger's figures (``pip install 'taskkit[metrics]'``).
+"""Prometheus exposition of the ledger's figures (``pip install 'django-taskkit[metrics]'``).
 
 ``LedgerCollector`` reads ``taskkit.observe.stats`` at scrape time and turns it into metric
 families. It keeps no counters of its own, so any web process can serve the scrape and the numbers
