@@ -71,11 +71,11 @@ if os.environ.get("TASKKIT_TEST_DATABASE_NAME"):
 
 REDIS_URL = redis_url_from_env()
 
-if django.VERSION >= (6, 0):  # Django's task API on taskkit (tests/integration/test_django_tasks.py)
+if django.VERSION >= (6, 0):  # Django's task API on taskkit: tests/integration/test_django_tasks.py
     TASKS = {
         "default": {
             "BACKEND": "taskkit.backends.TaskkitBackend",
-            "QUEUES": ["default", "celery"],
+            "QUEUES": ["default", "celery", "parked"],
             "OPTIONS": {"stop": 3, "wait": 0.3},
         }
     }

@@ -5,6 +5,7 @@ import asyncio
 import os
 
 from django.tasks import task
+from django.tasks.signals import task_finished, task_started
 
 from taskkit.backends import task_options
 
@@ -34,6 +35,18 @@ def flaky(context, kind, failures):
     if context.attempt <= failures:
         raise ConnectionError(f"failure {context.attempt} of {failures}")
     return {"attempt": context.attempt, "id": context.task_result.id}
+
+
+@task(takes_context=True)
+@task_options(stop=3, wait=0.3)
+def slow_flaky(context, seconds, failures):
+    """Sleeps ``seconds`` in every attempt; fails the first ``failures``."""
+    import time
+
+    time.sleep(seconds)
+    if context.attempt <= failures:
+        raise ConnectionError(f"failure {context.attempt} of {failures}")
+    return {"attempt": context.attempt}
 
 
 @task
@@ -78,3 +91,38 @@ def witness(context, n, sleep=0.0):
     if sleep:
         time.sleep(sleep)
     return n
+
+
+@task(takes_context=True)
+def sleeps(context, seconds):
+    """Sleeps while RUNNING (so a test can look at the run mid-attempt)."""
+    import time
+
+    time.sleep(seconds)
+    return context.attempt
+
+
+# -- Django's task signals, as a worker sends them: recorded as Effect rows ---------------------
+
+SIGNALLED = {"flaky", "always_fails", "record"}
+
+
+def _record_signal(signal_name):
+    def receiver(sender, task_result, **kwargs):
+        if task_result.task.name not in SIGNALLED:
+            return
+        Effect.objects.create(
+            kind=f"signal:{signal_name}",
+            run_id=task_result.id,
+            attempt=task_result.attempts,
+            payload={"sender": sender.__name__, "status": str(task_result.status)},
+            pid=os.getpid(),
+        )
+
+    return receiver
+
+
+_started = _record_signal("task_started")
+_finished = _record_signal("task_finished")
+task_started.connect(_started, dispatch_uid="tests.django_tasks.started")
+task_finished.connect(_finished, dispatch_uid="tests.django_tasks.finished")
