@@ -81,7 +81,7 @@ def reliable_of(entry: Entry) -> ReliableTask[Any, Any]:
             f"A Celery task named {entry.task.module_path!r} is registered already, so the Django "
             "task of that path cannot be: rename one of them."
         )
-    return reliable  # type: ignore[no-any-return]
+    return reliable
 
 
 def _body_for(task: Task, backend: str) -> Any:

@@ -52,7 +52,7 @@ def task_result(
     worker_ids = [attempt.worker for attempt in done]
     if run.state == RunState.RUNNING and (not done or done[-1].number < run.attempts):
         worker_ids.append(run.claimed_by)  # the attempt under way has no row yet
-    result = TaskResult(
+    result: TaskResult = TaskResult(
         task=task,
         id=str(run.pk),
         status=STATUS[run.state],

@@ -117,7 +117,7 @@ def test_a_task_runs_to_success_and_get_result_reads_every_field(worker):
     assert before <= result.enqueued_at <= timezone.now()
     assert result.started_at is result.finished_at is result.last_attempted_at is None
     with pytest.raises(ValueError, match="not finished"):
-        result.return_value
+        _ = result.return_value
     finished(result)
     run = TaskRun.objects.get(pk=result.id)
     assert run.task_name == "tests.testapp.django_tasks.add"  # the admin's and metrics' name
@@ -170,7 +170,7 @@ def test_gives_up_failed_after_the_policy_stops(worker):
     assert result.status == Status.FAILED and result.attempts == 2
     assert [e.exception_class_path for e in result.errors] == ["builtins.ValueError"] * 2
     with pytest.raises(ValueError, match="Task failed"):
-        result.return_value
+        _ = result.return_value
     assert TaskRun.objects.get(pk=result.id).state == RunState.FAILED
 
 

@@ -161,3 +161,17 @@ def test_a_priority_the_broker_cannot_honour_is_refused(monkeypatch):
     assert django_tasks.add.using(priority=0).priority == 0
     with pytest.raises(InvalidTask, match="no message priorities"):
         django_tasks.add.using(priority=10)
+
+
+@pytest.mark.parametrize(
+    ("version", "ids"),
+    [((5, 2, 19, "final", 0), ["taskkit.E101"]), ((6, 1, 3, "final", 0), [])],
+)
+def test_tasks_naming_the_backend_on_django_5_is_an_error(version, ids):
+    """taskkit.E101: Django 5.2 ignores TASKS, so a TaskkitBackend entry there is a mistake."""
+    from taskkit.checks import tasks_setting_messages
+
+    tasks = {"default": {"BACKEND": "taskkit.backends.TaskkitBackend"}}
+    assert [m.id for m in tasks_setting_messages(tasks, version)] == ids
+    other = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    assert tasks_setting_messages(other, version) == []
