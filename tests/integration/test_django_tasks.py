@@ -273,12 +273,19 @@ def test_priority_lands_on_the_mapped_redis_list_and_runs_first(broker, transact
     assert order[:2] == [high.id, middle.id]
 
 
-def test_the_run_shows_in_the_admin_like_any_other(worker, admin_client):
-    """The admin lists the run under the task's path."""
+def test_the_run_shows_in_the_admin_and_metrics_like_any_other(worker, admin_client, settings):
+    """The admin shows the run and the metrics count it, under the task's path."""
     result = finished(django_tasks.record.enqueue("admin-visible"))
     page = admin_client.get(f"/admin/taskkit/taskrun/{result.id}/change/")
     assert page.status_code == 200
     assert b"tests.testapp.django_tasks.record" in page.content
+    settings.TASKKIT_METRICS_TOKEN = "dj-token"
+    metrics = admin_client.get("/metrics", HTTP_AUTHORIZATION="Bearer dj-token")
+    assert metrics.status_code == 200
+    assert (
+        'taskkit_runs{state="SUCCEEDED",task="tests.testapp.django_tasks.record"}'
+        in metrics.content.decode()
+    )
 
 
 def test_a_runs_life_through_djangos_api(worker, capsys):
