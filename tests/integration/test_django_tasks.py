@@ -192,6 +192,23 @@ def test_async_task_runs_to_completion(worker):
     assert result.status == Status.SUCCESSFUL and result.return_value == {"sum": 42}
 
 
+def test_aenqueue_and_arefresh(worker):
+    """The async API: aenqueue writes and publishes the run; arefresh reads it back."""
+
+    async def scenario():
+        result = await django_tasks.add.aenqueue(4, 5)
+        assert result.status == Status.READY
+        for _ in range(600):
+            await result.arefresh()
+            if result.is_finished:
+                return result
+            await asyncio.sleep(0.05)
+        raise AssertionError("the run did not finish in 30 s")
+
+    result = asyncio.run(scenario())
+    assert result.status == Status.SUCCESSFUL and result.return_value == 9
+
+
 def test_takes_context_gets_the_running_result(worker):
     """The context's TaskResult is the run's, RUNNING, with this attempt's worker."""
     result = finished(django_tasks.describe_context.enqueue())
