@@ -38,10 +38,11 @@ def _relay(signal: Signal, task_name: str, run_id: Any) -> None:
     if entry is None:
         return  # not a Django task (or its module is not imported in this process)
     db = db_alias()
+    from .backend import META, task_of
+
     run = TaskRun.objects.using(db).filter(pk=run_id).first()
-    if run is None:
-        return
-    from .backend import task_of
+    if run is None or META not in (run.options or {}):
+        return  # e.g. a message sent without taskkit, refused: not enqueued through Django
 
     result = results.task_result(run, results.attempts_of(run, db), task_of(run), entry.backend)
     send(signal, entry.backend_class, result)
