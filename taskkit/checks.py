@@ -569,3 +569,41 @@ def sqlite_transaction_messages(
 
 
 checks.register(check_sqlite_transaction_mode, "taskkit")
+
+
+# -- taskkit.E101: Django's TASKS names taskkit's backend on a Django without django.tasks ------
+
+TASKKIT_BACKEND = "taskkit.backends.TaskkitBackend"
+
+
+def check_tasks_setting(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """On Django 6 the backend checks itself (``TaskkitBackend.check``: taskkit.E102, E103)."""
+    import django
+    from django.conf import settings
+
+    return tasks_setting_messages(getattr(settings, "TASKS", None), django.VERSION)
+
+
+def tasks_setting_messages(tasks: Any, version: tuple[Any, ...]) -> list[checks.CheckMessage]:
+    if version[:2] >= (6, 0) or not isinstance(tasks, Mapping):
+        return []
+    aliases = [
+        alias
+        for alias, params in tasks.items()
+        if isinstance(params, Mapping) and params.get("BACKEND") == TASKKIT_BACKEND
+    ]
+    if not aliases:
+        return []
+    return [
+        checks.Error(
+            f"TASKS[{aliases[0]!r}] uses {TASKKIT_BACKEND}, which needs Django's task framework "
+            f"(django.tasks, Django >= 6.0); this is Django {'.'.join(map(str, version[:3]))}, "
+            "which ignores TASKS.",
+            hint="Upgrade to Django >= 6.0 (Python >= 3.12), or remove TASKS and declare tasks "
+            "with taskkit.reliable_task.",
+            id="taskkit.E101",
+        )
+    ]
+
+
+checks.register(check_tasks_setting, "taskkit")

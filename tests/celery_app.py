@@ -2,6 +2,7 @@
 
 import os
 
+import django
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
@@ -11,3 +12,5 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["tests.testapp"])
 app.autodiscover_tasks(["tests.testapp"], related_name="deploy_decode")
 app.conf.imports = [*(app.conf.imports or ()), "tests.testapp.deploy_rename"]
+if django.VERSION >= (6, 0):  # tasks written with Django's task API (django.tasks)
+    app.conf.imports = [*app.conf.imports, "tests.testapp.django_tasks"]

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django
 
 from devsupport.embedded_redis import redis_url_from_env
 
@@ -69,6 +70,15 @@ if os.environ.get("TASKKIT_TEST_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["TASKKIT_TEST_DATABASE_NAME"]
 
 REDIS_URL = redis_url_from_env()
+
+if django.VERSION >= (6, 0):  # Django's task API on taskkit: tests/integration/test_django_tasks.py
+    TASKS = {
+        "default": {
+            "BACKEND": "taskkit.backends.TaskkitBackend",
+            "QUEUES": ["default", "celery", "parked"],
+            "OPTIONS": {"stop": 3, "wait": 0.3},
+        }
+    }
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = "django-db"

@@ -82,6 +82,8 @@ def _embedded_redis_url() -> str:
 REDIS_URL = os.environ.get("REDIS_URL") or _embedded_redis_url()
 
 CELERY_BROKER_URL = REDIS_URL
+if __import__("django").VERSION >= (6, 0):  # Django's own task API, run by taskkit
+    TASKS = {"default": {"BACKEND": "taskkit.backends.TaskkitBackend", "QUEUES": ["celery"]}}
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_DB_REUSE_MAX = 1000  # workers keep their database connection between tasks

@@ -7,6 +7,7 @@ is retried after dispatching them does not dispatch them twice.
 
 import random
 
+import django
 from django.core.mail import send_mail
 from django.utils import timezone
 from tenacity import retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -73,3 +74,12 @@ def create_invoice(order, failure_rate=0.0):
     if random.random() < failure_rate:
         raise RuntimeError("invoice printer jammed after writing (simulated)")
     return {"invoice": invoice.number}
+
+
+if django.VERSION >= (6, 0):  # the same guarantees through Django's own API (docs/django-tasks.md)
+    from django.tasks import task
+
+    @task(queue_name="celery")  # the queue the demo's worker consumes
+    def count_orders(status):
+        """``count_orders.enqueue("PAID")``: a ledger run, published when the caller commits."""
+        return Order.objects.filter(status=status).count()

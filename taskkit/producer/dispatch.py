@@ -45,6 +45,7 @@ SUPPORTED_OPTIONS = frozenset(
         "eta",
         "idempotency_key",
         "task_id",
+        "annotate",
     }
 )
 
@@ -79,6 +80,8 @@ def dispatch(
     publish_options = _publish_options(spec, options)
     run_id = _run_id(options.get("task_id"))
     run_options = run_options_for(spec, publish_options, encoded_args, encoded_kwargs, key)
+    if options.get("annotate"):  # kept with the run, never published (the django.tasks backend)
+        run_options = {**options["annotate"], **run_options}
 
     now = timezone.now()
     run = _new_run(
