@@ -1,4 +1,4 @@
-"""Tasks the durable-control tests (cancel, pause / resume) dispatch; each writes ``Effect`` rows."""
+"""Tasks the durable-control tests (cancel, pause / resume) dispatch; they write ``Effect`` rows."""
 
 import time
 
