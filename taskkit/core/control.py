@@ -104,6 +104,18 @@ def cancel(run_id: Any, *, by: str | None = None) -> CancelResult:
     return CancelResult(pk, state, False, False, f"run {pk} kept changing state; try again")
 
 
+def cancel_many(run_ids: list[Any], *, by: str | None = None) -> tuple[list[Any], list[Any]]:
+    """Cancel many runs at once (the admin's list action): waiting ones become CANCELLED,
+    RUNNING ones get a cancel request, ended ones are left alone. Returns (cancelled ids,
+    requested ids)."""
+    from . import ledger
+
+    reason = cancel_reason(by)
+    cancelled = [row[0] for row in ledger.cancel_waiting(run_ids, reason)]
+    requested = ledger.request_cancel([pk for pk in run_ids if pk not in set(cancelled)], reason)
+    return cancelled, requested
+
+
 def _run_id(run_id: Any) -> uuid.UUID:
     try:
         return run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
