@@ -81,7 +81,12 @@ class TaskRun(models.Model):
     request_id = models.CharField(
         max_length=64, blank=True, default="", help_text="Id of the web request that dispatched it."
     )
-    discard_reason = models.TextField(blank=True, default="")
+    discard_reason = models.TextField(
+        "reason",
+        blank=True,
+        default="",
+        help_text="Why it was discarded or cancelled, and by whom (an operator, or the code).",
+    )
     unregistered_since = models.DateTimeField(
         null=True,
         blank=True,
