@@ -255,3 +255,20 @@ def test_latency_with_two_workers_and_a_relay(second_worker, worker):
     print(figures)
     assert run.state == RunState.CANCELLED
     assert TaskRun.objects.get(pk=waiting).state == RunState.CANCELLED
+
+
+def test_metrics_and_status_count_cancelled_runs(clean_broker):
+    """CANCELLED is a state like the others in the metrics and in taskkit_status."""
+    import io
+
+    from django.core.management import call_command
+
+    from taskkit.observe import metrics
+
+    for _ in range(2):
+        taskkit.cancel(tasks.parked.delay("m").id)
+    text = metrics.render().decode()
+    assert f'taskkit_runs{{state="CANCELLED",task="{tasks.parked.name}"}} 2.0' in text
+    out = io.StringIO()
+    call_command("taskkit_status", stdout=out)
+    assert "CANCELLED" in out.getvalue()
