@@ -615,13 +615,9 @@ def cancel_waiting(run_ids: list[Any], reason: str) -> list[tuple[Any, str, int]
             TaskRun.objects.using(db)
             .filter(pk__in=chunk, state__in=CANCELLABLE_AT_ONCE)
             .update(
-                state=RunState.CANCELLED,
+                **_ended(RunState.CANCELLED, stamp),
                 cancel_requested_at=Coalesce(F("cancel_requested_at"), stamp),
                 discard_reason=reason,
-                finished_at=stamp,
-                not_before=None,
-                lease_until=None,
-                requeue_at=None,
             )
         )
         if not changed:
@@ -671,18 +667,25 @@ def cancel_requested(run_id: Any) -> bool:
 def settle_cancel(run_id: Any) -> bool:
     """A run moved to RETRYING while a cancel request was being written (the request came after
     the attempt's failure was read): RETRYING → CANCELLED. ``False`` if there is nothing to do."""
-    now = timezone.now()
-    return bool(
+    settled = bool(
         TaskRun.objects.using(db_alias())
         .filter(pk=run_id, state=RunState.RETRYING, cancel_requested_at__isnull=False)
-        .update(
-            state=RunState.CANCELLED,
-            finished_at=now,
-            not_before=None,
-            lease_until=None,
-            requeue_at=None,
-        )
+        .update(**_ended(RunState.CANCELLED, timezone.now()))
     )
+    if settled:
+        scrub_sensitive([run_id])
+    return settled
+
+
+def _ended(state: str, now: datetime.datetime) -> dict[str, Any]:
+    """The fields of a run that ends ``state`` at ``now`` without an attempt ending with it."""
+    return {
+        "state": state,
+        "finished_at": now,
+        "not_before": None,
+        "lease_until": None,
+        "requeue_at": None,
+    }
 
 
 def requeue_runs(queryset: Any) -> list[Any]:
@@ -764,11 +767,7 @@ def fail_unregistered(run_id: Any, queued_at: datetime.datetime | None, error: E
         TaskRun.objects.using(db_alias())
         .filter(pk=run_id, state=RunState.QUEUED, queued_at=queued_at)
         .update(
-            state=RunState.FAILED,
-            finished_at=now,
-            not_before=None,
-            lease_until=None,
-            requeue_at=None,
+            **_ended(RunState.FAILED, now),
             unregistered_since=None,
             error_type=error.type,
             error_message=error.message,

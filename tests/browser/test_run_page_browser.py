@@ -8,22 +8,18 @@ import pytest
 from django.contrib.auth.models import User
 
 from taskkit.models import RunState, TaskPause, TaskRun
-from tests.browser.test_admin_browser import CHROMEDRIVER, CHROMIUM, shot
+from tests.browser import test_admin_browser as admin_browser
 from tests.browser.test_admin_browser import browser as browser
+from tests.browser.test_admin_browser import shot
 from tests.conftest import wait_for
 from tests.integration.test_execution import finished
 from tests.testapp import control_tasks, tasks
 from tests.testapp.models import Effect
 
+#: The same marks as the other browser test (Chromium needed), with a longer timeout.
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
+    *(mark for mark in admin_browser.pytestmark if mark.name != "timeout"),
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="needs Debian's chromium and chromium-driver: "
-        "apt-get install -y chromium chromium-driver (CI installs them)",
-    ),
 ]
 
 

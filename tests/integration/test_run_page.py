@@ -16,6 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskPause, TaskRun
+from tests.integration.test_admin import operator as operator  # the fixture
+from tests.integration.test_admin import staff
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(90)]
 
@@ -39,20 +41,6 @@ def act(run: TaskRun, verb: str) -> str:
 
 def buttons(html: str) -> list[str]:
     return re.findall(r'class="taskkit-action taskkit-action-(\w+)"', html)
-
-
-@pytest.fixture
-def operator(client):
-    user = User.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return user
-
-
-def staff(client, *perms: str) -> User:
-    user = User.objects.create_user("staff", "s@example.com", "pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=perms))
-    client.force_login(user)
-    return user
 
 
 @pytest.mark.parametrize(
