@@ -130,10 +130,8 @@ def _url(model_admin: Any, run: TaskRun, verb: Verb) -> str:
 
 
 def _change_url(model_admin: Any, run: TaskRun) -> str:
-    opts = model_admin.model._meta
-    return reverse(
-        f"{model_admin.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[run.pk]
-    )
+    """The run's page in the list of all runs (a retried run leaves "Failed tasks")."""
+    return reverse(f"{model_admin.admin_site.name}:taskkit_taskrun_change", args=[run.pk])
 
 
 class RunActionView(View):
@@ -150,7 +148,7 @@ class RunActionView(View):
             self.model_admin, request, verb
         ):
             raise PermissionDenied
-        run = get_object_or_404(self.model_admin.get_queryset(request), pk=kwargs["object_id"])
+        run = get_object_or_404(TaskRun.objects.all(), pk=kwargs["object_id"])
         back = _change_url(self.model_admin, run)
         if verb.states and run.state not in verb.states:
             self.model_admin.message_user(

@@ -146,14 +146,18 @@ def _claim_the_slow_way(
                 run.not_before,
             )
             raise Ignore()
-        if run.state in CLAIMABLE_STATES and ledger.hold_paused(run.pk):
-            logger.info(
-                "taskkit: run %s of %s waits: its task or queue is paused (the relay publishes "
-                "it again once resumed); message acknowledged.",
-                run_id,
-                spec.name,
-            )
-            raise Ignore()
+        if run.state in CLAIMABLE_STATES:
+            if ledger.hold_paused(run.pk):
+                logger.info(
+                    "taskkit: run %s of %s waits: its task or queue is paused (the relay "
+                    "publishes it again once resumed); message acknowledged.",
+                    run_id,
+                    spec.name,
+                )
+                raise Ignore()
+            claim = ledger.claim(run, worker, lease)  # a pause that refused it ended meanwhile
+            if claim is not None:
+                return claim
         logger.warning(
             "taskkit: skipped a message for run %s of %s: the run is %s after %d attempt(s) (a "
             "duplicate, stale or early message); acknowledged.",

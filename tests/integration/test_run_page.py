@@ -222,3 +222,13 @@ def test_the_pauses_page_needs_the_permission_to_change_anything(client):
     data = {"action": "resume_selected", "index": "0", "_selected_action": [str(pk)]}
     client.post(PAUSES, data)
     assert TaskPause.objects.exists()
+
+
+def test_the_failed_tasks_page_has_the_buttons_and_leads_back_to_the_run(client, operator):
+    """On "Failed tasks" the buttons work too; after a retry the run's own page follows."""
+    run = make_run(RunState.FAILED)
+    html = client.get(reverse("admin:taskkit_failedrun_change", args=[run.pk])).content.decode()
+    assert buttons(html) == ["retry", "discard", "pause"]
+    response = client.post(reverse("admin:taskkit_failedrun_act", args=[run.pk, "retry"]))
+    assert response.status_code == 302 and response.url == page(run)
+    assert TaskRun.objects.get(pk=run.pk).state == RunState.PENDING
