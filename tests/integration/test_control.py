@@ -272,3 +272,23 @@ def test_metrics_and_status_count_cancelled_runs(clean_broker):
     out = io.StringIO()
     call_command("taskkit_status", stdout=out)
     assert "CANCELLED" in out.getvalue()
+
+
+def test_a_request_that_lands_after_the_failure_was_read_still_cancels(clean_broker):
+    """The race: an attempt read "no cancel request", then one came, then the run went RETRYING;
+    the worker's check right after the transition settles it CANCELLED. A later operator retry
+    clears the request."""
+    from taskkit.core import ledger
+    from taskkit.producer import dispatch
+
+    run_id = tasks.parked.delay("race").id
+    TaskRun.objects.filter(pk=run_id).update(
+        state=RunState.RETRYING, cancel_requested_at=timezone.now(), attempts=1
+    )
+    assert ledger.settle_cancel(run_id)
+    assert not ledger.settle_cancel(run_id)  # once
+    run = TaskRun.objects.get(pk=run_id)
+    assert run.state == RunState.CANCELLED and run.finished_at
+    assert dispatch.retry_runs(TaskRun.objects.filter(pk=run_id)) == [run.pk]
+    run.refresh_from_db()
+    assert run.state in (RunState.PENDING, RunState.QUEUED) and run.cancel_requested_at is None
