@@ -16,7 +16,14 @@ from django.utils import timezone
 
 import taskkit
 from taskkit.core import signals
-from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskPause, TaskRun
+from taskkit.models import (
+    AttemptOutcome,
+    RelayHeartbeat,
+    RunState,
+    TaskAttempt,
+    TaskPause,
+    TaskRun,
+)
 from taskkit.relay import sweep as relay
 from tests.conftest import OUTPUT, ROOT, Worker, wait_for
 from tests.testapp import control_tasks, tasks
@@ -214,6 +221,8 @@ def test_latency_with_two_workers_and_a_relay(second_worker, worker):
         taskkit.pause_task(name)
         ids = [control_tasks.controlled.delay(f"lat-{i}").id for i in range(10)]
         held([worker, second_worker], ids)
+        # steady state: the relay has started and swept (a cold start is not what is measured)
+        wait_for(lambda: RelayHeartbeat.objects.filter(sweeps__gte=2).exists(), 60, 0.1)
         resumed = timezone.now()
         taskkit.resume_task(name)
         first = wait_for(
