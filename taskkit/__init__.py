@@ -1,6 +1,14 @@
 """taskkit: reliable Celery tasks for Django, on a durable run ledger."""
 
 from .core.context import RunContext, current_run
+from .core.control import (
+    CancelResult,
+    cancel,
+    pause_queue,
+    pause_task,
+    resume_queue,
+    resume_task,
+)
 from .core.exceptions import (
     ConfigurationError,
     InvalidIdempotencyKey,
@@ -8,6 +16,7 @@ from .core.exceptions import (
     MissingObject,
     PayloadTooLarge,
     ResultNotSerializable,
+    RunNotFound,
     TaskkitError,
     UnsafeArgument,
     UnsupportedOption,
@@ -15,6 +24,7 @@ from .core.exceptions import (
 from .task import ReliableTask, reliable_task
 
 __all__ = [
+    "CancelResult",
     "ConfigurationError",
     "InvalidIdempotencyKey",
     "LeaseLost",
@@ -23,9 +33,15 @@ __all__ = [
     "ReliableTask",
     "ResultNotSerializable",
     "RunContext",
+    "RunNotFound",
     "TaskkitError",
     "UnsafeArgument",
     "UnsupportedOption",
+    "cancel",
     "current_run",
+    "pause_queue",
+    "pause_task",
     "reliable_task",
+    "resume_queue",
+    "resume_task",
 ]

@@ -22,9 +22,12 @@ class RunState(models.TextChoices):
     SUCCEEDED = "SUCCEEDED", "succeeded"
     FAILED = "FAILED", "failed"
     DISCARDED = "DISCARDED", "discarded"
+    CANCELLED = "CANCELLED", "cancelled"  # an operator cancelled it (taskkit.cancel)
 
 
-TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.DISCARDED})
+TERMINAL_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.DISCARDED, RunState.CANCELLED}
+)
 CLAIMABLE_STATES = frozenset({RunState.PENDING, RunState.QUEUED, RunState.RETRYING})
 
 
@@ -78,12 +81,23 @@ class TaskRun(models.Model):
     request_id = models.CharField(
         max_length=64, blank=True, default="", help_text="Id of the web request that dispatched it."
     )
-    discard_reason = models.TextField(blank=True, default="")
+    discard_reason = models.TextField(
+        "reason",
+        blank=True,
+        default="",
+        help_text="Why it was discarded or cancelled, and by whom (an operator, or the code).",
+    )
     unregistered_since = models.DateTimeField(
         null=True,
         blank=True,
         help_text="When a relay first found the run's task not registered (cleared when it is "
         "again); the run ends FAILED TASKKIT_UNKNOWN_TASK_GRACE_SECONDS later.",
+    )
+    cancel_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When cancelling it was asked for (taskkit.cancel): a RUNNING run is then never "
+        "retried, and its task can read current_run().cancel_requested.",
     )
 
     class Meta:
@@ -91,6 +105,8 @@ class TaskRun(models.Model):
         permissions = [
             ("retry_taskrun", "Can retry task runs"),
             ("discard_taskrun", "Can discard task runs"),
+            ("cancel_taskrun", "Can cancel task runs"),
+            ("pause_taskrun", "Can pause and resume tasks and queues"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -163,6 +179,32 @@ class FailedRun(TaskRun):
         proxy = True
         verbose_name = "failed task"
         verbose_name_plural = "failed tasks"
+
+
+class PauseKind(models.TextChoices):
+    TASK = "task", "task"
+    QUEUE = "queue", "queue"
+
+
+class TaskPause(models.Model):
+    """A paused task name or queue: its runs wait (claims refuse them, the relay holds them)
+    until the row is deleted (``taskkit.resume_task`` / ``resume_queue``)."""
+
+    kind = models.CharField(max_length=8, choices=PauseKind.choices)
+    name = models.CharField(max_length=255, help_text="The task name, or the queue name.")
+    paused_at = models.DateTimeField()
+    paused_by = models.CharField(max_length=255, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "pause"
+        verbose_name_plural = "pauses"
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "name"], name="taskkit_pause_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} paused"
 
 
 class RelayHeartbeat(models.Model):

@@ -1,6 +1,7 @@
 """Moved to ``taskkit.core.signals``; this path stays for users (taskkit's Django signals)."""
 
 from .core.signals import (
+    run_cancelled,
     run_discarded,
     run_dispatched,
     run_failed,
@@ -11,6 +12,7 @@ from .core.signals import (
 )
 
 __all__ = [
+    "run_cancelled",
     "run_discarded",
     "run_dispatched",
     "run_failed",

@@ -207,30 +207,50 @@ def error_block(kind: str, message: str, traceback: str) -> SafeString:
     return format_html("<code>{}</code>: {}{}", kind, message, trace)
 
 
-def attempt_timeline(attempts: Iterable[Any]) -> SafeString:
-    """A table of the run's attempts: number, outcome, start, duration, worker, error."""
-    rows = [
-        format_html(
-            '<tr class="taskkit-attempt" data-outcome="{}"><td>{}</td><td>{}</td><td>{}</td>'
-            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            a.outcome,
-            a.number,
-            a.get_outcome_display(),
-            a.started_at.isoformat(sep=" ", timespec="milliseconds") if a.started_at else "-",
-            f"{a.duration:.3f} s" if a.duration is not None else "-",
-            a.worker or "-",
-            f"{a.retry_delay:.1f} s" if a.retry_delay is not None else "-",
-            error_block(a.error_type, a.error_message, a.traceback),
+def attempt_timeline(attempts: Iterable[Any], actions: Iterable[Any] = ()) -> SafeString:
+    """A table of the run's attempts (number, outcome, start, duration, worker, error), with the
+    operators' actions (admin ``LogEntry`` rows: who, when, what) between them, in time order."""
+    rows: list[tuple[Any, int, SafeString]] = [
+        (
+            a.started_at or a.finished_at,
+            0,
+            format_html(
+                '<tr class="taskkit-attempt" data-outcome="{}"><td>{}</td><td>{}</td><td>{}</td>'
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.outcome,
+                a.number,
+                a.get_outcome_display(),
+                a.started_at.isoformat(sep=" ", timespec="milliseconds") if a.started_at else "-",
+                f"{a.duration:.3f} s" if a.duration is not None else "-",
+                a.worker or "-",
+                f"{a.retry_delay:.1f} s" if a.retry_delay is not None else "-",
+                error_block(a.error_type, a.error_message, a.traceback),
+            ),
         )
         for a in attempts
     ]
+    rows += [
+        (
+            entry.action_time,
+            1,
+            format_html(
+                '<tr class="taskkit-operator"><td>-</td><td>operator</td><td>{}</td>'
+                '<td colspan="4"><strong>{}</strong>: {}</td></tr>',
+                entry.action_time.isoformat(sep=" ", timespec="milliseconds"),
+                entry.user.get_username() if entry.user_id else "?",
+                entry.change_message,
+            ),
+        )
+        for entry in actions
+    ]
     if not rows:
         return format_html("{}", "No attempt yet.")
+    rows.sort(key=lambda row: (row[0], row[1]))
     return format_html(
         '<table class="taskkit-timeline"><thead><tr><th>#</th><th>outcome</th><th>started</th>'
         "<th>duration</th><th>worker</th><th>next retry in</th><th>error</th></tr></thead>"
         "<tbody>{}</tbody></table>",
-        join(rows),
+        join(row[2] for row in rows),
     )
 
 

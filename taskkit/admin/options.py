@@ -27,6 +27,7 @@ from ..core.conf import settings
 from ..core.exceptions import TaskNotRegistered
 from ..models import FailedRun, RunState, TaskRun
 from . import display as admin_display
+from . import run_page
 from . import views as admin_views
 from .paginator import EstimatedCountPaginator
 
@@ -43,6 +44,7 @@ STATE_COLOURS = {
     "SUCCEEDED": "#2a7d2a",
     "FAILED": "#ba2121",
     "DISCARDED": "#777",
+    "CANCELLED": "#777",
     "RETRYING": "#b36b00",
     "RUNNING": "#205f9e",
 }
@@ -101,8 +103,9 @@ class TaskRunAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    actions = ["retry_selected", "discard_selected"]
+    actions = ["retry_selected", "discard_selected", "cancel_selected", "requeue_selected"]
     change_list_template = "admin/taskkit/change_list.html"
+    change_form_template = "admin/taskkit/run_change_form.html"
 
     fieldsets = [
         (
@@ -136,6 +139,7 @@ class TaskRunAdmin(admin.ModelAdmin):
                     "lease_until",
                     "claimed_by",
                     "unregistered_since",
+                    "cancel_requested_at",
                 ]
             },
         ),
@@ -161,6 +165,12 @@ class TaskRunAdmin(admin.ModelAdmin):
 
     def has_discard_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("taskkit.discard_taskrun"))
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("taskkit.cancel_taskrun"))
+
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("taskkit.pause_taskrun"))
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return RunChangeList
@@ -237,7 +247,9 @@ class TaskRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="attempt timeline")
     def timeline(self, obj: TaskRun) -> SafeString:
-        return admin_display.attempt_timeline(obj.attempt_log.order_by("number"))
+        return admin_display.attempt_timeline(
+            obj.attempt_log.order_by("number"), run_page.operator_entries(obj)
+        )
 
     @admin.display(description="elsewhere")
     def links(self, obj: TaskRun) -> SafeString:
@@ -272,6 +284,15 @@ class TaskRunAdmin(admin.ModelAdmin):
     ) -> HttpResponse | None:
         return admin_views.discard_action(self, request, queryset)
 
+    @admin.action(description="Cancel selected runs", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        run_page.cancel(self, request, ids, scope="selected runs")
+
+    @admin.action(description="Requeue selected runs now", permissions=["retry"])
+    def requeue_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        run_page.requeue(self, request, queryset, scope="selected runs")
+
     # -- extra pages ---------------------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
@@ -283,6 +304,11 @@ class TaskRunAdmin(admin.ModelAdmin):
                 "overview/",
                 wrap(admin_views.OverviewView.as_view(model_admin=self)),
                 name=f"{prefix}_overview",
+            ),
+            path(
+                "<path:object_id>/act/<str:verb>/",
+                wrap(run_page.RunActionView.as_view(model_admin=self)),
+                name=f"{prefix}_act",
             ),
             path(
                 "matching/<str:verb>/",
@@ -305,6 +331,20 @@ class TaskRunAdmin(admin.ModelAdmin):
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        context = {
+            "run_buttons": run_page.buttons(self, request, run) if run is not None else [],
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, context)
 
 
 def format_html_join_pipe(parts: list[SafeString]) -> SafeString:

@@ -8,8 +8,20 @@ API so that a retried attempt is recognised there as the same request.
 from __future__ import annotations
 
 import contextvars
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+#: ``RunContext.cancel_requested`` reads the ledger at most this often (seconds).
+CANCEL_CHECK_INTERVAL = 1.0
+
+
+@dataclass
+class _CancelCheck:
+    """The last answer of the ledger to "was cancelling this run asked for?", and when."""
+
+    requested: bool = False
+    checked_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -20,11 +32,33 @@ class RunContext:
     idempotency_key: str | None
     queue: str
     request_id: str = ""  # the web request that dispatched the run, if any
+    _cancel: _CancelCheck = field(default_factory=_CancelCheck, compare=False, repr=False)
 
     @property
     def key(self) -> str:
         """The idempotency key if the run has one, else the run id: stable across attempts."""
         return self.idempotency_key or str(self.run_id)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether an operator asked to cancel this run (``taskkit.cancel``) while it runs.
+
+        A long task checks it between steps and returns (the run ends SUCCEEDED with what it
+        returns) or raises (the run ends CANCELLED; it is never retried either way). Reads the
+        ledger at most once per ``CANCEL_CHECK_INTERVAL`` (one query by primary key); a request,
+        once seen, is never withdrawn.
+        """
+        check = self._cancel
+        now = time.monotonic()
+        if check.requested or (
+            check.checked_at is not None and now - check.checked_at < CANCEL_CHECK_INTERVAL
+        ):
+            return check.requested
+        from .ledger import cancel_requested
+
+        check.requested = cancel_requested(self.run_id)
+        check.checked_at = now
+        return check.requested
 
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(

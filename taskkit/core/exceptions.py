@@ -12,8 +12,9 @@
     ├── ResultNotSerializable (TypeError)           a task returned something that is not JSON
     ├── LeaseLost                                   the attempt lost its claim before finishing
     ├── RedactedError                               stands in for an error that held a secret
-    └── TaskNotRegistered (LookupError)             a run's task has not been registered for
-                                                    TASKKIT_UNKNOWN_TASK_GRACE_SECONDS (a rename)
+    ├── TaskNotRegistered (LookupError)             a run's task has not been registered for
+    │                                               TASKKIT_UNKNOWN_TASK_GRACE_SECONDS (a rename)
+    └── RunNotFound (LookupError)                   ``taskkit.cancel`` was given an unknown run id
 
 Each docstring doubles as the default message.
 """
@@ -92,6 +93,10 @@ class TaskNotRegistered(TaskkitError, LookupError):
         )
 
 
+class RunNotFound(TaskkitError, LookupError):
+    """No run with this id is in the ledger (pruned, or never dispatched here)."""
+
+
 __all__ = [
     "AdoptionRefused",
     "ConfigurationError",
@@ -101,6 +106,7 @@ __all__ = [
     "PayloadTooLarge",
     "RedactedError",
     "ResultNotSerializable",
+    "RunNotFound",
     "TaskNotRegistered",
     "TaskkitError",
     "UndecodableCall",

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime
 import functools
+import random
 import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -27,8 +28,10 @@ from ..models import (
     CLAIMABLE_STATES,
     TERMINAL_STATES,
     AttemptOutcome,
+    PauseKind,
     RunState,
     TaskAttempt,
+    TaskPause,
     TaskRun,
 )
 from . import redaction, sql
@@ -122,13 +125,26 @@ class Claim:
     started_at: datetime.datetime
 
 
+def paused() -> Exists:
+    """True for a run whose task or queue is paused (a ``TaskPause`` row names it): claims refuse
+    it and the relay does not publish it. Use as ``.filter(~paused())``."""
+    return Exists(
+        TaskPause.objects.filter(
+            Q(kind=PauseKind.TASK, name=OuterRef("task_name"))
+            | Q(kind=PauseKind.QUEUE, name=OuterRef("queue"))
+        )
+    )
+
+
 def claim(run: TaskRun, worker: str, lease_seconds: float) -> Claim | None:
-    """Move a claimable, due run to RUNNING for this worker; ``None`` if someone else has it."""
+    """Move a claimable, due run whose task and queue are not paused to RUNNING for this worker;
+    ``None`` if someone else has it (or it is paused: ``hold_paused`` then)."""
     now = timezone.now()
     won = (
         TaskRun.objects.using(db_alias())
         .filter(pk=run.pk, state__in=CLAIMABLE_STATES, attempts=run.attempts)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .filter(~paused())
         .update(
             state=RunState.RUNNING,
             attempts=F("attempts") + 1,
@@ -172,6 +188,8 @@ def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) 
         task_name,
         *sorted(CLAIMABLE_STATES),
         p("not_before", now),
+        PauseKind.TASK,
+        PauseKind.QUEUE,
     ]
     with connections[db].cursor() as cursor:
         cursor.execute(statement, params)
@@ -187,6 +205,11 @@ def _claim_text(db: str) -> str:
     def c(name: str) -> str:
         return sql.column(TaskRun, db, name)
 
+    run = sql.table(TaskRun, db)
+
+    def pause(name: str) -> str:
+        return sql.column(TaskPause, db, name)
+
     return (
         f"UPDATE {sql.table(TaskRun, db)} SET {c('state')} = %s, "
         f"{c('attempts')} = {c('attempts')} + 1, "
@@ -198,6 +221,10 @@ def _claim_text(db: str) -> str:
         f"WHERE {c('id')} = %s AND {c('task_name')} || '' = %s "
         f"AND {c('state')} || '' IN (%s, %s, %s) "
         f"AND ({c('not_before')} IS NULL OR {c('not_before')} <= %s) "
+        # A paused task or queue (a row of the tiny pauses table) refuses the claim: the run waits.
+        f"AND NOT EXISTS (SELECT 1 FROM {sql.table(TaskPause, db)} WHERE "
+        f"({pause('kind')} = %s AND {pause('name')} = {run}.{c('task_name')}) OR "
+        f"({pause('kind')} = %s AND {pause('name')} = {run}.{c('queue')})) "
         f"RETURNING {sql.returning_columns(TaskRun, db)}"
     )
 
@@ -478,7 +505,7 @@ def mark_requeued(run_id: Any) -> None:
     )
 
 
-RETRYABLE_BY_OPERATOR = (RunState.FAILED, RunState.DISCARDED)
+RETRYABLE_BY_OPERATOR = (RunState.FAILED, RunState.DISCARDED, RunState.CANCELLED)
 DISCARDABLE_BY_OPERATOR = (RunState.PENDING, RunState.QUEUED, RunState.RETRYING, RunState.FAILED)
 
 
@@ -488,7 +515,9 @@ def _chunks(ids: list[Any], size: int = 1000) -> Any:
 
 
 def retry_runs(queryset: Any) -> list[Any]:
-    """Operator retry: FAILED / DISCARDED runs go back to PENDING with a fresh attempt budget.
+    """Operator retry: FAILED / DISCARDED / CANCELLED runs go back to PENDING with a fresh attempt
+    budget (``first_started_at`` is kept: the run's history; the budget's clock starts at its
+    next attempt).
 
     Runs in the caller's transaction. Returns the ids of the runs retried: the caller publishes
     them once that transaction commits (``taskkit.producer.publisher.publish_runs``; should it not,
@@ -513,12 +542,12 @@ def retry_runs(queryset: Any) -> list[Any]:
         matching.update(
             state=RunState.PENDING,
             attempt_base=F("attempts"),
-            first_started_at=None,
             not_before=None,
             finished_at=None,
             lease_until=None,
             claimed_by="",
             discard_reason="",
+            cancel_requested_at=None,
         )
     return retried
 
@@ -558,6 +587,139 @@ def discard_runs(queryset: Any, reason: str) -> list[Any]:
                 signals.run_discarded, task_name, run_id=pk, attempt=attempts, reason=reason
             )
     return discarded
+
+
+# -- operator control: cancel, requeue now, paused runs -----------------------------------------
+
+CANCELLABLE_AT_ONCE = (RunState.PENDING, RunState.QUEUED, RunState.RETRYING)
+REQUEUEABLE_BY_OPERATOR = (RunState.PENDING, RunState.QUEUED, RunState.RETRYING)
+
+
+def _stamp() -> datetime.datetime:
+    """Now, with random microseconds of jitter: tells the rows this process just changed apart
+    from anyone else's (read back by the stamp, no lock held)."""
+    return timezone.now() + datetime.timedelta(microseconds=random.randrange(1, 999_999))
+
+
+def cancel_waiting(run_ids: list[Any], reason: str) -> list[tuple[Any, str, int]]:
+    """PENDING / QUEUED / RETRYING → CANCELLED at once, one guarded UPDATE per 1,000 ids; a message
+    still on the broker then loses its claim. Returns (id, task name, attempts) of the runs this
+    call cancelled (read back by their ``finished_at`` stamp); sends ``run_cancelled`` for each."""
+    from . import signals
+
+    db = db_alias()
+    cancelled: list[tuple[Any, str, int]] = []
+    for chunk in _chunks(list(run_ids)):
+        stamp = _stamp()
+        changed = (
+            TaskRun.objects.using(db)
+            .filter(pk__in=chunk, state__in=CANCELLABLE_AT_ONCE)
+            .update(
+                **_ended(RunState.CANCELLED, stamp),
+                cancel_requested_at=Coalesce(F("cancel_requested_at"), stamp),
+                discard_reason=reason,
+            )
+        )
+        if not changed:
+            continue
+        rows = list(
+            TaskRun.objects.using(db)
+            .filter(pk__in=chunk, state=RunState.CANCELLED, finished_at=stamp)
+            .values_list("pk", "task_name", "attempts")
+        )
+        scrub_sensitive([row[0] for row in rows])
+        cancelled += rows
+    for pk, task_name, attempts in cancelled:
+        signals.send(signals.run_cancelled, task_name, run_id=pk, attempt=attempts, reason=reason)
+    return cancelled
+
+
+def request_cancel(run_ids: list[Any], reason: str) -> list[Any]:
+    """RUNNING runs get a cancel request (``cancel_requested_at``; one already asked for is kept):
+    the task can read it, and the run is never retried. Returns the ids of the runs that got one
+    from this call."""
+    db = db_alias()
+    requested: list[Any] = []
+    for chunk in _chunks(list(run_ids)):
+        stamp = _stamp()
+        if (
+            TaskRun.objects.using(db)
+            .filter(pk__in=chunk, state=RunState.RUNNING, cancel_requested_at__isnull=True)
+            .update(cancel_requested_at=stamp, discard_reason=reason)
+        ):
+            requested += list(
+                TaskRun.objects.using(db)
+                .filter(pk__in=chunk, cancel_requested_at=stamp)
+                .values_list("pk", flat=True)
+            )
+    return requested
+
+
+def cancel_requested(run_id: Any) -> bool:
+    """Whether cancelling the run was asked for (one indexed read by primary key)."""
+    return (
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, cancel_requested_at__isnull=False)
+        .exists()
+    )
+
+
+def settle_cancel(run_id: Any) -> bool:
+    """A run moved to RETRYING while a cancel request was being written (the request came after
+    the attempt's failure was read): RETRYING → CANCELLED. ``False`` if there is nothing to do."""
+    settled = bool(
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, state=RunState.RETRYING, cancel_requested_at__isnull=False)
+        .update(**_ended(RunState.CANCELLED, timezone.now()))
+    )
+    if settled:
+        scrub_sensitive([run_id])
+    return settled
+
+
+def _ended(state: str, now: datetime.datetime) -> dict[str, Any]:
+    """The fields of a run that ends ``state`` at ``now`` without an attempt ending with it."""
+    return {
+        "state": state,
+        "finished_at": now,
+        "not_before": None,
+        "lease_until": None,
+        "requeue_at": None,
+    }
+
+
+def requeue_runs(queryset: Any) -> list[Any]:
+    """Operator "requeue now": waiting runs (PENDING / QUEUED / RETRYING, whatever their due time
+    or requeue deadline) go back to PENDING, due now, attempts and budget kept. Runs in the
+    caller's transaction; the caller publishes the returned ids once it commits (as for
+    ``retry_runs``; should it not, the relay publishes them, as any due PENDING run)."""
+    db = db_alias()
+    ids = list(queryset.filter(state__in=REQUEUEABLE_BY_OPERATOR).values_list("pk", flat=True))
+    requeued: list[Any] = []
+    for chunk in _chunks(ids):
+        matching = TaskRun.objects.using(db).filter(pk__in=chunk, state__in=REQUEUEABLE_BY_OPERATOR)
+        requeued += list(matching.values_list("pk", flat=True))
+        matching.update(state=RunState.PENDING, not_before=None, queued_at=None, requeue_at=None)
+    return requeued
+
+
+def hold_paused(run_id: Any) -> bool:
+    """A due run refused by the claim because its task or queue is paused waits, its message
+    acknowledged: QUEUED with its requeue deadline now, so the relay publishes it again as soon as
+    the pause ends (never while it lasts). No attempt is counted. ``False`` if the run is not
+    claimable, not due or not paused (any more)."""
+    now = timezone.now()
+    return bool(
+        TaskRun.objects.using(db_alias())
+        .filter(pk=run_id, state__in=CLAIMABLE_STATES)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .filter(paused())
+        .update(
+            state=RunState.QUEUED,
+            queued_at=Coalesce(F("queued_at"), now),
+            requeue_at=now,
+        )
+    )
 
 
 # -- runs of tasks that are not registered (renamed or removed by a deploy) ---------------------
@@ -605,11 +767,7 @@ def fail_unregistered(run_id: Any, queued_at: datetime.datetime | None, error: E
         TaskRun.objects.using(db_alias())
         .filter(pk=run_id, state=RunState.QUEUED, queued_at=queued_at)
         .update(
-            state=RunState.FAILED,
-            finished_at=now,
-            not_before=None,
-            lease_until=None,
-            requeue_at=None,
+            **_ended(RunState.FAILED, now),
             unregistered_since=None,
             error_type=error.type,
             error_message=error.message,

@@ -123,6 +123,7 @@ FAILED, MISSING, LOST, TIMED_OUT = "FAILED", "MISSING", "LOST", "TIMED_OUT"
 
 #: The run's next state after a failed attempt (``taskkit.models.RunState`` values).
 RETRYING, GIVE_UP_FAILED, GIVE_UP_DISCARDED = "RETRYING", "FAILED", "DISCARDED"
+GIVE_UP_CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,14 @@ class FailedAttempt:
     #: The exception can never succeed on a retry (a call that cannot be decoded, a result that
     #: cannot be stored): the run fails at once.
     permanent: bool = False
+    #: Cancelling the run was asked for (``taskkit.cancel``) while the attempt ran: no retry.
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The run's next state after a failed attempt: RETRYING after ``delay`` seconds, FAILED or
-    DISCARDED; ``reason`` says why, in words."""
+    DISCARDED or CANCELLED; ``reason`` says why, in words."""
 
     state: str
     reason: str
@@ -165,6 +168,7 @@ class Verdict:
 def after_failure(policy: RetryPolicy, failed: FailedAttempt) -> Verdict:
     """Decide what follows a failed attempt. Pure: no I/O, no clock (``elapsed`` is given).
 
+    - a run whose cancelling was asked for is never retried: it ends CANCELLED;
     - a permanent failure (undecodable call, unstorable result) fails the run;
     - a missing object follows ``on_missing``: "fail", "discard", or "retry" (always retryable,
       within the stop strategy);
@@ -172,6 +176,8 @@ def after_failure(policy: RetryPolicy, failed: FailedAttempt) -> Verdict:
       ``max_worker_losses`` workers;
     - anything else (an exception, a hard time limit) asks the task's ``RetryPolicy``.
     """
+    if failed.cancel_requested:
+        return Verdict(GIVE_UP_CANCELLED, "cancelling it was asked for: it is never retried")
     if failed.permanent:
         return Verdict(GIVE_UP_FAILED, "the failure is permanent: a retry cannot succeed")
     force = False

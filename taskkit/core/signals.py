@@ -27,6 +27,9 @@ run_succeeded = Signal()
 run_failed = Signal()
 #: The run was discarded (missing object, or by an operator). Extra: attempt, reason.
 run_discarded = Signal()
+#: The run was cancelled (``taskkit.cancel``): at once if it was waiting, or when the attempt that
+#: was running when cancelling was asked for raised. Extra: attempt, reason.
+run_cancelled = Signal()
 
 
 def send(signal: Signal, task_name: str, **kwargs: Any) -> None:

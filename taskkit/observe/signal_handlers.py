@@ -125,6 +125,17 @@ def on_discarded(sender: str, run_id: Any, attempt: int, reason: str, **kwargs: 
     )
 
 
+def on_cancelled(sender: str, run_id: Any, attempt: int, reason: str, **kwargs: Any) -> None:
+    logger.warning(
+        "taskkit: run %s of %s cancelled after %d attempt(s): %s",
+        run_id,
+        sender,
+        attempt,
+        reason,
+        extra=_extra(sender, run_id, attempt, taskkit_event="cancelled", reason=reason),
+    )
+
+
 def _class_path(exc: BaseException) -> str:
     kind = type(exc)
     return f"{kind.__module__}.{kind.__qualname__}"
@@ -137,6 +148,7 @@ HANDLERS = (
     (signals.run_succeeded, on_succeeded),
     (signals.run_failed, on_failed),
     (signals.run_discarded, on_discarded),
+    (signals.run_cancelled, on_cancelled),
 )
 
 

@@ -357,3 +357,13 @@ def retry_runs(queryset: Any) -> list[Any]:
     if retried:
         transaction.on_commit(functools.partial(publisher.publish_runs, retried), using=db_alias())
     return retried
+
+
+def requeue_runs(queryset: Any) -> list[Any]:
+    """Operator "requeue now": waiting runs of ``queryset`` are due now (``ledger.requeue_runs``,
+    in the caller's transaction) and published when it commits (or by the relay). Returns their
+    ids. A run of a paused task or queue still waits for the resume."""
+    requeued = ledger.requeue_runs(queryset)
+    if requeued:
+        transaction.on_commit(functools.partial(publisher.publish_runs, requeued), using=db_alias())
+    return requeued

@@ -17,6 +17,9 @@ The ledger is the source of truth; the relay makes it so. Each sweep, in batches
    recorded as LOST and the run retried or failed by its policy, exactly as a lost child is.
 3. record a **heartbeat** row with the sweep's counts.
 
+Runs of a **paused** task or queue (``taskkit.pause_task`` / ``pause_queue``) are not published:
+they stay due in the ledger and go out in the first sweep after the pause ends.
+
 Rows are taken with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL) and stamped QUEUED in a short
 transaction, so relays running at once never publish the same row in one sweep; no lock is held
 while talking to the broker. On SQLite that transaction begins IMMEDIATE (it takes the write lock,
@@ -95,7 +98,9 @@ def _due_to_publish(now: datetime.datetime) -> Q:
     lost_message = Q(state=RunState.QUEUED, requeue_at__lte=now) | Q(
         state=RunState.QUEUED, requeue_at__isnull=True, queued_at__lte=now - requeue
     )
-    return pending | retry_unsent | retry_late | lost_message
+    # A run of a paused task or queue is not published: it waits in the ledger, due, and goes
+    # out in the first sweep after the pause ends.
+    return (pending | retry_unsent | retry_late | lost_message) & Q(~ledger.paused())
 
 
 def _unique_stamp() -> datetime.datetime:

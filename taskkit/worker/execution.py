@@ -146,6 +146,18 @@ def _claim_the_slow_way(
                 run.not_before,
             )
             raise Ignore()
+        if run.state in CLAIMABLE_STATES:
+            if ledger.hold_paused(run.pk):
+                logger.info(
+                    "taskkit: run %s of %s waits: its task or queue is paused (the relay "
+                    "publishes it again once resumed); message acknowledged.",
+                    run_id,
+                    spec.name,
+                )
+                raise Ignore()
+            claim = ledger.claim(run, worker, lease)  # a pause that refused it ended meanwhile
+            if claim is not None:
+                return claim
         logger.warning(
             "taskkit: skipped a message for run %s of %s: the run is %s after %d attempt(s) (a "
             "duplicate, stale or early message); acknowledged.",
@@ -360,7 +372,8 @@ def record_failure(
     the run's new state (``None`` if the claim was lost) and the verdict.
     """
     run = claim.run
-    started = run.first_started_at or claim.started_at
+    started = _budget_started_at(run) or claim.started_at
+    cancel_requested = ledger.cancel_requested(run.pk)
     verdict = policy.after_failure(
         spec.policy,
         policy.FailedAttempt(
@@ -372,13 +385,15 @@ def record_failure(
             lost_before=_lost_before(run) if outcome == AttemptOutcome.LOST else 0,
             max_worker_losses=settings.MAX_WORKER_LOSSES,
             permanent=isinstance(exc, ResultNotSerializable | UndecodableCall),
+            cancel_requested=cancel_requested,
         ),
     )
     secrets = _secrets(run)
     error = redaction.mask_error(ledger.ErrorInfo.from_exception(exc), secrets)
     exc = redaction.mask_exception(exc, secrets)  # signals and logs never see a sensitive value
     row = None
-    if request is not None and verdict.state != RunState.DISCARDED:  # Celery stores no Ignore
+    ignored = (RunState.DISCARDED, RunState.CANCELLED)
+    if request is not None and verdict.state not in ignored:  # Celery stores no Ignore
         celery_state = "RETRY" if verdict.state == RunState.RETRYING else "FAILURE"
         shown = raised if raised is not None and celery_state == "FAILURE" else exc
         row = results.row_for(spec, request, celery_state, shown, error.traceback)
@@ -388,6 +403,8 @@ def record_failure(
         state = ledger.fail(claim, error, None, outcome, final_state=verdict.state, row=row)
     if state is not None and outcome != AttemptOutcome.LOST:
         results.wrote(row)  # Celery writes no result for a lost worker: its message is requeued
+    if state == RunState.RETRYING and ledger.settle_cancel(run.pk):
+        state = RunState.CANCELLED  # cancelling was asked for after it was read above
     common = {"run_id": run.pk, "attempt": claim.attempt}
     if state == RunState.RETRYING and verdict.delay is not None:
         schedule_retry(spec, run, verdict.delay)
@@ -403,7 +420,22 @@ def record_failure(
         signals.send(signals.run_failed, spec.name, exception=exc, outcome=outcome, **common)
     elif state == RunState.DISCARDED:
         signals.send(signals.run_discarded, spec.name, reason=str(exc), **common)
+    elif state == RunState.CANCELLED:
+        signals.send(signals.run_cancelled, spec.name, reason=verdict.reason, **common)
     return state, verdict
+
+
+def _budget_started_at(run: TaskRun) -> datetime.datetime | None:
+    """When the run's current attempt budget began: its first attempt, or, after an operator
+    retry (which keeps ``first_started_at``), the first attempt since (one read, only then)."""
+    if not run.attempt_base:
+        return run.first_started_at
+    return (
+        TaskAttempt.objects.using(db_alias())
+        .filter(run_id=run.pk, number=run.attempt_base + 1)
+        .values_list("started_at", flat=True)
+        .first()
+    )
 
 
 def _lost_before(run: TaskRun) -> int:
@@ -447,7 +479,7 @@ def _after_failure(
         if outward is not exc:  # the original must not appear as the Retry's context either
             raise Retry(exc=outward, when=verdict.delay) from None
         raise Retry(exc=exc, when=verdict.delay)
-    if state == RunState.DISCARDED:
+    if state in (RunState.DISCARDED, RunState.CANCELLED):
         raise Ignore()  # logged by taskkit.observe.signal_handlers
     if raised is not exc:
         raise raised from None

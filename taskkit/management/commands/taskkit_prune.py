@@ -1,9 +1,9 @@
 """``manage.py taskkit_prune --older-than 7d``: delete finished runs, in batches, with progress.
 
-Only terminal runs (SUCCEEDED, FAILED, DISCARDED) whose ``finished_at`` is before the cutoff are
-deleted, with their attempts. A run that is waiting or running is never deleted, even when asked:
-``--state RUNNING`` is refused. Each batch re-checks state and age in its DELETE, so a run retried
-by an operator while the command runs is kept.
+Only terminal runs (SUCCEEDED, FAILED, DISCARDED, CANCELLED) whose ``finished_at`` is before the
+cutoff are deleted, with their attempts. A run that is waiting or running is never deleted, even
+when asked: ``--state RUNNING`` is refused. Each batch re-checks state and age in its DELETE, so a
+run retried by an operator while the command runs is kept.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def parse_age(text: str) -> datetime.timedelta:
 
 class Command(BaseCommand):
     help = (
-        "Delete finished runs (SUCCEEDED, FAILED, DISCARDED) finished before --older-than, with "
-        "their attempts, in batches. Never deletes a waiting or running run."
+        "Delete finished runs (SUCCEEDED, FAILED, DISCARDED, CANCELLED) finished before "
+        "--older-than, with their attempts, in batches. Never deletes a waiting or running run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -56,7 +56,7 @@ class Command(BaseCommand):
             action="extend",
             nargs="+",
             metavar="STATE",
-            help="only these terminal states (default: SUCCEEDED FAILED DISCARDED)",
+            help="only these terminal states (default: SUCCEEDED FAILED DISCARDED CANCELLED)",
         )
         parser.add_argument("--batch-size", type=int, default=1000, help="runs per DELETE")
         parser.add_argument(
