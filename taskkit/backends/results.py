@@ -13,6 +13,7 @@ RETRYING      READY       an attempt failed; the next is due at ``not_before``
 SUCCEEDED     SUCCESSFUL
 FAILED        FAILED      gave up (the last error is the last of ``errors``)
 DISCARDED     FAILED      a missing object (``on_missing``) or an operator discarded it
+CANCELLED     FAILED      cancelled (``taskkit.cancel``, the run page); Django has no such status
 ============  ==========  ================================================================
 
 The fields come from the run and its attempts: ``enqueued_at`` the run's creation,
@@ -41,6 +42,7 @@ STATUS: dict[str, TaskResultStatus] = {
     RunState.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
     RunState.FAILED: TaskResultStatus.FAILED,
     RunState.DISCARDED: TaskResultStatus.FAILED,
+    RunState.CANCELLED: TaskResultStatus.FAILED,
 }
 
 
