@@ -573,7 +573,7 @@ checks.register(check_sqlite_transaction_mode, "taskkit")
 
 # -- taskkit.E101: Django's TASKS names taskkit's backend on a Django without django.tasks ------
 
-TASKKIT_BACKEND = "taskkit.backends.TaskkitBackend"
+BACKEND_PATH = "taskkit.backends.TaskkitBackend"
 
 
 def check_tasks_setting(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -590,13 +590,13 @@ def tasks_setting_messages(tasks: Any, version: tuple[Any, ...]) -> list[checks.
     aliases = [
         alias
         for alias, params in tasks.items()
-        if isinstance(params, Mapping) and params.get("BACKEND") == TASKKIT_BACKEND
+        if isinstance(params, Mapping) and params.get("BACKEND") == BACKEND_PATH
     ]
     if not aliases:
         return []
     return [
         checks.Error(
-            f"TASKS[{aliases[0]!r}] uses {TASKKIT_BACKEND}, which needs Django's task framework "
+            f"TASKS[{aliases[0]!r}] uses {BACKEND_PATH}, which needs Django's task framework "
             f"(django.tasks, Django >= 6.0); this is Django {'.'.join(map(str, version[:3]))}, "
             "which ignores TASKS.",
             hint="Upgrade to Django >= 6.0 (Python >= 3.12), or remove TASKS and declare tasks "
