@@ -100,14 +100,19 @@ class TaskkitBackend(BaseTaskBackend):
         reliable = registry.reliable_of(entry)
         run_options: dict[str, Any] = {
             "queue": task.queue_name,
-            "annotate": {META: _meta(task, self.alias)},
         }
         broker_priority = priority.broker_priority(task.priority, reliable.app)
         if broker_priority is not None:
             run_options["priority"] = broker_priority
         if task.run_after is not None:
             run_options["eta"] = task.run_after
-        handle = dispatch(reliable.spec, tuple(args), kwargs, run_options)
+        handle = dispatch(
+            reliable.spec,
+            tuple(args),
+            kwargs,
+            run_options,
+            annotate={META: _meta(task, self.alias)},
+        )
         db = db_alias()
         run = TaskRun.objects.using(db).get(pk=handle.id)  # in the caller's transaction
         result = results.task_result(run, [], task, self.alias)

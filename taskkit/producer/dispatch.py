@@ -45,7 +45,6 @@ SUPPORTED_OPTIONS = frozenset(
         "eta",
         "idempotency_key",
         "task_id",
-        "annotate",
     }
 )
 
@@ -65,7 +64,12 @@ def dispatch(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     options: Mapping[str, Any],
+    *,
+    annotate: Mapping[str, Any] | None = None,
 ) -> RunResult:
+    """Write one run in the caller's transaction and publish it on commit. ``annotate`` is kept
+    in the run's options and never published (the django.tasks backend's alias, priority and
+    ``run_after``); it is not an ``apply_async`` option."""
     _check_options(spec, options, "apply_async")
 
     encoded_args, encoded_kwargs = encode_call(
@@ -80,8 +84,8 @@ def dispatch(
     publish_options = _publish_options(spec, options)
     run_id = _run_id(options.get("task_id"))
     run_options = run_options_for(spec, publish_options, encoded_args, encoded_kwargs, key)
-    if options.get("annotate"):  # kept with the run, never published (the django.tasks backend)
-        run_options = {**options["annotate"], **run_options}
+    if annotate:
+        run_options = {**annotate, **run_options}
 
     now = timezone.now()
     run = _new_run(
