@@ -17,8 +17,20 @@ SCRUB = {redaction.SPEC: {"args": [1], "kwargs": ["card"]}}
         (["a", 2, None, True], {"n": 1.5}, {}, "('a', 2, None, True)", "{'n': 1.5}"),
         ([MODEL, 0.2], {}, {}, "(<shop.order #5>, 0.2)", "{}"),
         ([{TAG: "decimal", "value": "1.50"}], {}, {}, "(decimal('1.50'),)", "{}"),
-        ([{TAG: "model", "model": "a.b", "pk": {TAG: "uuid", "value": "u"}}], {}, {}, "(<a.b #u>,)", "{}"),
-        ([{TAG: "timedelta", "days": 1, "seconds": 2}], {}, {}, "(timedelta('1 day, 0:00:02'),)", "{}"),
+        (
+            [{TAG: "model", "model": "a.b", "pk": {TAG: "uuid", "value": "u"}}],
+            {},
+            {},
+            "(<a.b #u>,)",
+            "{}",
+        ),
+        (
+            [{TAG: "timedelta", "days": 1, "seconds": 2}],
+            {},
+            {},
+            "(timedelta('1 day, 0:00:02'),)",
+            "{}",
+        ),
         (["ref", "4111"], {"card": "4111"}, SCRUB, "('ref', <sensitive>)", "{'card': <sensitive>}"),
         (
             ["ref", redaction.REDACTED],
