@@ -12,7 +12,7 @@ from flower.events import EventsState
 from taskkit.core import headers
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
 from tests.conftest import wait_for
-from tests.integration.test_secrets import event_tap  # noqa: F401 (a fixture)
+from tests.integration.test_secrets import EventTap
 from tests.testapp import tasks
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -45,7 +45,15 @@ def _flower_has_seen_all(tap, runs: list[TaskRun]) -> bool:
     return True
 
 
-def test_flower_shows_what_the_ledger_says(worker, event_tap):
+@pytest.fixture
+def tap(worker):
+    """The worker's events as Flower receives them (a real receiver, in a thread)."""
+    receiver = EventTap().start()
+    yield receiver
+    receiver.stop()
+
+
+def test_flower_shows_what_the_ledger_says(tap):
     """Arguments (sensitive ones masked), root and parent, 9 retries for 10 attempts, the final
     state, and the worker's totals: all as in the ledger."""
     plain = tasks.record.delay("flower", n=1)
@@ -59,12 +67,12 @@ def test_flower_shows_what_the_ledger_says(worker, event_tap):
     runs = [TaskRun.objects.get(pk=r.id) for r in (plain, ten, four, card, *bulk)] + _tree(
         tree_root.id
     )
-    wait_for(lambda: _flower_has_seen_all(event_tap, runs), 150, what="every run's events")
+    wait_for(lambda: _flower_has_seen_all(tap, runs), 150, what="every run's events")
 
     state = EventsState()  # Flower's own state, fed as Flower feeds it
     ids = {str(run.pk) for run in runs}
-    worker_events = [e for e in list(event_tap.events) if e["type"].startswith("worker-")]
-    for event in worker_events[-1:] + [e for e in list(event_tap.events) if e.get("uuid") in ids]:
+    worker_events = [e for e in list(tap.events) if e["type"].startswith("worker-")]
+    for event in worker_events[-1:] + [e for e in list(tap.events) if e.get("uuid") in ids]:
         state.event(dict(event))
 
     for run in runs:
@@ -81,7 +89,7 @@ def test_flower_shows_what_the_ledger_says(worker, event_tap):
     assert TaskRun.objects.get(pk=ten.id).attempts == 10
     assert (by_id[four.id].retries, by_id[four.id].kwargs) == (3, "{'note': 'retried'}")
     assert (by_id[card.id].args, by_id[card.id].retries) == ("('ord-1', <sensitive>)", 1)
-    assert not any(CARD in repr(e) for e in event_tap.of(card.id))
+    assert not any(CARD in repr(e) for e in tap.of(card.id))
     root, child, grandchild = _tree(tree_root.id)
     assert (by_id[str(root.pk)].root_id, by_id[str(root.pk)].parent_id) == (str(root.pk), None)
     assert (by_id[str(child.pk)].root_id, by_id[str(child.pk)].parent_id) == (
