@@ -307,7 +307,9 @@ def _pipeline_clones(
     return True
 
 
-#: The fields of a message that differ from run to run: (part of the message, key).
+#: The fields of a message that differ from run to run: (part of the message, key). Celery
+#: also copies ``argsrepr`` / ``kwargsrepr`` into the properties (an ``apply_async`` option it
+#: passes on to kombu), so they are replaced there too when present.
 _PER_RUN_FIELDS = (
     ("headers", "id"),
     ("headers", "root_id"),
@@ -317,6 +319,8 @@ _PER_RUN_FIELDS = (
     ("headers", "retries"),
     ("properties", "correlation_id"),
     ("properties", "delivery_tag"),
+    ("properties", "argsrepr"),
+    ("properties", "kwargsrepr"),
 )
 
 
@@ -331,38 +335,35 @@ class _Cloner:
         self.first = dumps(message)
         marked = {**message, "headers": dict(message["headers"])}
         marked["properties"] = dict(message["properties"])
-        markers = []
+        markers: dict[str, str] = {}
         for index, (part, key) in enumerate(_PER_RUN_FIELDS):
-            marker = f"\x00taskkit-{index}\x00"
-            marked[part][key] = marker
-            markers.append(json.dumps(marker))
+            if key in marked[part]:
+                marker = f"\x00taskkit-{index}\x00"
+                marked[part][key] = marker
+                markers[key if part == "headers" else f"{part}.{key}"] = json.dumps(marker)
         template = dumps(marked)
-        found = sorted((template.index(marker), index) for index, marker in enumerate(markers))
-        self.order = [index for _, index in found]
+        found = sorted((template.index(marker), name) for name, marker in markers.items())
+        self.order = [name for _, name in found]
         self.pieces: list[str] = []
         at = 0
-        for position, index in found:
+        for position, name in found:
             self.pieces.append(template[at:position])
-            at = position + len(markers[index])
+            at = position + len(markers[name])
         self.pieces.append(template[at:])
 
     def __call__(self, run_id: Any, shown: MessageHeaders | None) -> str:
         text = str(run_id)
+        values: dict[str, Any] = {"id": text, "properties.correlation_id": text}
+        values["properties.delivery_tag"] = str(uuid.uuid4())
         if shown is None:
-            values: tuple[Any, ...] = (text, text, None, "()", "{}", 0)
+            values.update(root_id=text, parent_id=None, argsrepr="()", kwargsrepr="{}", retries=0)
         else:
-            values = (
-                text,
-                shown.root_id or text,
-                shown.parent_id,
-                shown.argsrepr,
-                shown.kwargsrepr,
-                shown.retries,
-            )
-        values += (text, str(uuid.uuid4()))
+            values.update(shown.publish_options(run_id))
+        values["properties.argsrepr"] = values["argsrepr"]
+        values["properties.kwargsrepr"] = values["kwargsrepr"]
         out = [self.pieces[0]]
-        for position, index in enumerate(self.order):
-            out.append(json.dumps(values[index]))
+        for position, name in enumerate(self.order):
+            out.append(json.dumps(values[name]))
             out.append(self.pieces[position + 1])
         return "".join(out)
 

@@ -74,8 +74,13 @@ def test_a_bulk_dispatch_gives_each_message_its_own_headers(clean_broker, sent_e
         conf.task_send_sent_event = previous
     found = messages(clean_broker)
     assert len(found) == 5
+    raw = {
+        json.loads(m)["headers"]["id"]: json.loads(m) for m in clean_broker.lrange("inspect", 0, -1)
+    }
     for i, result in enumerate(results):
         assert shown(found[result.id]) == (f"('item-{i}', {i})", "{}", result.id, None, 0)
+        assert raw[result.id]["properties"]["argsrepr"] == f"('item-{i}', {i})"
+        assert raw[result.id]["properties"]["correlation_id"] == result.id
     tags = [
         json.loads(m)["properties"]["delivery_tag"] for m in clean_broker.lrange("inspect", 0, -1)
     ]
