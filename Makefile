@@ -3,7 +3,9 @@
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
 #                                (the soak: TASKKIT_SOAK_RUNS=5000 runs, TASKKIT_SOAK_KILLS whole-worker
 #                                kills (default 1 per 100 runs, 5..20), bound TASKKIT_SOAK_SECONDS=400)
-#   make demo                    the demo project with web + worker under honcho
+#   make demo                    the demo project with web + worker + relay + Flower under honcho
+#                                (Ctrl-C stops it; demo/README.md walks through it)
+#   make demo-password           a new password for the demo's admin (shown by `make demo` after)
 #   make bench                   taskkit vs plain Celery, backlog drains with worker/PostgreSQL CPU per run
 #                                (BENCH_ARGS="--runs 2000 --rounds 3", "--quick", "--rss-only --rss-runs 100000")
 #   make lint                    ruff, and mypy on taskkit, devsupport and tests/typecheck (the typed-task
@@ -18,7 +20,7 @@ DJANGO ?=
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 STAMP = $(VENV)/.installed-$(subst /,_,$(subst >,gt,$(subst <,lt,$(subst =,eq,$(DJANGO)))))
 
-.PHONY: test test-faults demo lint venv clean bench install-check
+.PHONY: test test-faults demo demo-password lint venv clean bench install-check
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +52,9 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/python demo/run.py
+
+demo-password: $(STAMP)
+	cd demo && $(abspath $(VENV))/bin/python manage.py demo_password $(if $(PASSWORD),--password '$(PASSWORD)')
 
 clean:
 	rm -rf $(VENV) .tmp test-output build *.egg-info

@@ -13,21 +13,26 @@ from tenacity import retry_if_exception_type, stop_after_attempt, wait_exponenti
 
 from taskkit import current_run, reliable_task
 
-from .gateway import GatewayError
+from .gateway import GatewayError, in_outage
 from .gateway import charge as gateway_charge
 from .models import Invoice, Order
 
+#: Attempts of a charge before it gives up (FAILED, in the admin).
+CHARGE_ATTEMPTS = 3
+
 
 @reliable_task(
-    stop=stop_after_attempt(3),
+    stop=stop_after_attempt(CHARGE_ATTEMPTS),
     wait=wait_exponential_jitter(initial=0.5, max=5),
     retry=retry_if_exception_type(GatewayError),
     idempotency_key=lambda order, failure_rate=0.0: f"charge:{order.pk}",
 )
 def charge_order(order, failure_rate=0.0):
     run = current_run()
+    # An order in an outage fails all its attempts; an operator's retry (attempt 4 on) gets through.
+    outage = in_outage(order.pk, failure_rate) and run.attempt <= CHARGE_ATTEMPTS
     # The same key on every attempt: the gateway applies the charge at most once.
-    applied = gateway_charge(order, order.amount, run.key, failure_rate)
+    applied = gateway_charge(order, order.amount, run.key, failure_rate, outage)
     Order.objects.filter(pk=order.pk, status=Order.Status.PLACED).update(
         status=Order.Status.PAID, paid_at=timezone.now()
     )
@@ -67,9 +72,7 @@ def send_confirmation(order):
 def create_invoice(order, failure_rate=0.0):
     # atomic=True: the invoice row and SUCCEEDED commit together; a failure after the write
     # below rolls the write back, so the retry starts clean (no half-written invoice).
-    invoice = Invoice.objects.create(
-        order=order, number=f"INV-{order.pk:06d}", total=order.amount
-    )
+    invoice = Invoice.objects.create(order=order, number=f"INV-{order.pk:06d}", total=order.amount)
     if random.random() < failure_rate:
         raise RuntimeError("invoice printer jammed after writing (simulated)")
     return {"invoice": invoice.number}

@@ -1,8 +1,12 @@
 """``manage.py demo_traffic --orders 200 --failure-rate 0.2``: place orders to load the demo.
 
 Each order is placed the way the page places it (order + charge run in one transaction). With a
-failure rate, the fake gateway and the invoice task fail at random: runs retry, some give up and
-land in the admin's Failed tasks. A progress line is written to stderr.
+failure rate, that share of the orders meets a gateway outage: their charges fail every attempt
+and land in the admin's failed runs (about 20% with ``--failure-rate 0.2``); other runs fail now
+and then at random and retry. A progress line is written to stderr.
+
+It runs from a second terminal while ``make demo`` runs, and reaches the demo's Redis and
+database through ``demo/var/demo.json``; with no demo running it refuses, saying how to start it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from demoproject import state
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop.services import RolledBack, place_order
@@ -46,6 +51,10 @@ class Command(BaseCommand):
             raise CommandError("--orders must be at least 1.")
         if not 0 <= rate <= 1:
             raise CommandError("--failure-rate must be between 0 and 1 (e.g. 0.2).")
+        try:
+            state.require_running()
+        except state.DemoNotRunning as exc:
+            raise CommandError(str(exc)) from None
         every = options["roll_back_every"]
         started = time.monotonic()
         rolled_back = 0
@@ -61,6 +70,7 @@ class Command(BaseCommand):
         sys.stderr.write("\n")
         self.stdout.write(
             f"Placed {total - rolled_back} orders ({rolled_back} rolled back) in "
-            f"{time.monotonic() - started:.1f} s with a gateway failure rate of {rate}. "
-            "Watch them in /admin/taskkit/taskrun/overview/ and in Flower."
+            f"{time.monotonic() - started:.1f} s with a gateway failure rate of {rate} (about "
+            f"{rate:.0%} of the charges fail every attempt and end FAILED). Watch them in "
+            "/admin/taskkit/taskrun/ and in Flower."
         )
