@@ -5,7 +5,9 @@ confirmation e-mail and the invoice, each with its own idempotency key, so a cha
 is retried after dispatching them does not dispatch them twice.
 """
 
+import datetime
 import random
+import time
 
 from django.core.mail import send_mail
 from django.utils import timezone
@@ -76,3 +78,18 @@ def create_invoice(order, failure_rate=0.0):
     if random.random() < failure_rate:
         raise RuntimeError("invoice printer jammed after writing (simulated)")
     return {"invoice": invoice.number}
+
+
+@reliable_task(stop=stop_after_attempt(1))
+def export_orders(seconds=60):
+    """A slow report that stops early when an operator cancels its run (the run page's "Cancel"):
+    it checks ``current_run().cancel_requested`` every half second, as long work should."""
+    run = current_run()
+    deadline = timezone.now() + datetime.timedelta(seconds=seconds)
+    exported = 0
+    while timezone.now() < deadline:
+        if getattr(run, "cancel_requested", False):
+            return {"exported": exported, "cancelled": True}
+        exported = Order.objects.count()
+        time.sleep(0.5)
+    return {"exported": exported, "cancelled": False}

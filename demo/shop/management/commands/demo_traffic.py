@@ -21,6 +21,7 @@ from demoproject import state
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop.services import RolledBack, place_order
+from shop.tasks import export_orders
 
 
 def progress(done: int, total: int, started: float, width: int = 30) -> str:
@@ -44,6 +45,13 @@ class Command(BaseCommand):
             metavar="N",
             help="roll back every Nth order after dispatching (nothing is sent for it)",
         )
+        parser.add_argument(
+            "--export",
+            type=int,
+            default=0,
+            metavar="SECONDS",
+            help="also start one slow export run of SECONDS (to cancel from its run page)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         total, rate = options["orders"], options["failure_rate"]
@@ -56,6 +64,9 @@ class Command(BaseCommand):
         except state.DemoNotRunning as exc:
             raise CommandError(str(exc)) from None
         every = options["roll_back_every"]
+        if options["export"] > 0:
+            run = export_orders.delay(options["export"])
+            self.stdout.write(f"Started export run {run.id} ({options['export']} s).")
         started = time.monotonic()
         rolled_back = 0
         for i in range(1, total + 1):
