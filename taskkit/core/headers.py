@@ -60,7 +60,10 @@ class MessageHeaders:
 
 def for_run(args: Any, kwargs: Any, options: Any, attempts: int = 0) -> MessageHeaders:
     """The headers of a run's next message, from its stored call, options and attempts made."""
-    shown_args, shown_kwargs = redaction.for_display(args, kwargs, options)
+    if type(options) is dict and redaction.SPEC not in options:
+        shown_args, shown_kwargs = args, kwargs  # nothing to mask (most runs): no copies
+    else:
+        shown_args, shown_kwargs = redaction.for_display(args, kwargs, options)
     origin = options if isinstance(options, Mapping) else {}
     parent = origin.get(PARENT)
     root = origin.get(ROOT)
@@ -82,7 +85,7 @@ def call_repr(value: Any, opening: str, closing: str) -> str:
     """``value`` (stored args list, or kwargs dict) as a Python-looking call part, capped."""
     parts: list[str] = []
     budget = [MAX_REPR]
-    if isinstance(value, list):
+    if type(value) is list or isinstance(value, list):
         for item in value:
             parts.append(_repr(item, 0, budget))
             if budget[0] <= 0:
@@ -105,6 +108,12 @@ def _repr(value: Any, level: int, budget: list[int]) -> str:
     """One stored JSON value as text; ``budget`` (characters left) stops long walks early."""
     if budget[0] <= 0:
         return "…"
+    if type(value) in _SCALARS:  # the common case, first
+        text = repr(value)
+        if len(text) > MAX_REPR:
+            text = text[: MAX_REPR - 1] + "…"
+        budget[0] -= len(text)
+        return text
     if isinstance(value, dict) and isinstance(value.get(TAG), str):
         text = _tagged(value)
     elif isinstance(value, list | dict):
@@ -125,6 +134,9 @@ def _repr(value: Any, level: int, budget: list[int]) -> str:
             text = text[: MAX_REPR - 1] + "…"
     budget[0] -= len(text)
     return text
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _tagged(value: dict[str, Any]) -> str:
