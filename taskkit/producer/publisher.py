@@ -326,8 +326,8 @@ _PER_RUN_FIELDS = (
 
 class _Cloner:
     """Copies of one encoded message with the per-run fields (``_PER_RUN_FIELDS``) replaced: the
-    message is encoded once with a marker in each field, cut at the markers, and each copy is
-    the pieces joined with that run's values (JSON-encoded)."""
+    message is encoded once with a marker in each field present, made a format string at the
+    markers, and each copy is that string filled with the run's values (JSON-encoded)."""
 
     def __init__(self, message: dict[str, Any]) -> None:
         from kombu.utils.json import dumps
@@ -335,37 +335,54 @@ class _Cloner:
         self.first = dumps(message)
         marked = {**message, "headers": dict(message["headers"])}
         marked["properties"] = dict(message["properties"])
-        markers: dict[str, str] = {}
+        markers: dict[int, str] = {}
         for index, (part, key) in enumerate(_PER_RUN_FIELDS):
             if key in marked[part]:
                 marker = f"\x00taskkit-{index}\x00"
                 marked[part][key] = marker
-                markers[key if part == "headers" else f"{part}.{key}"] = json.dumps(marker)
+                markers[index] = json.dumps(marker)
         template = dumps(marked)
-        found = sorted((template.index(marker), name) for name, marker in markers.items())
-        self.order = [name for _, name in found]
-        self.pieces: list[str] = []
+        found = sorted((template.index(marker), index) for index, marker in markers.items())
+        #: positions in ``_PER_RUN_FIELDS`` of the fields, in the order the message holds them
+        self.order = [index for _, index in found]
+        pieces: list[str] = []
         at = 0
-        for position, name in found:
-            self.pieces.append(template[at:position])
-            at = position + len(markers[name])
-        self.pieces.append(template[at:])
+        for position, index in found:
+            pieces.append(template[at:position].replace("{", "{{").replace("}", "}}"))
+            at = position + len(markers[index])
+        pieces.append(template[at:].replace("{", "{{").replace("}", "}}"))
+        self.format = "{}".join(pieces).format
 
     def __call__(self, run_id: Any, shown: MessageHeaders | None) -> str:
-        text = str(run_id)
-        values: dict[str, Any] = {"id": text, "properties.correlation_id": text}
-        values["properties.delivery_tag"] = str(uuid.uuid4())
+        text = _quote(str(run_id))
         if shown is None:
-            values.update(root_id=text, parent_id=None, argsrepr="()", kwargsrepr="{}", retries=0)
+            root, parent, args, kwargs, retries = text, "null", '"()"', '"{}"', "0"
         else:
-            values.update(shown.publish_options(run_id))
-        values["properties.argsrepr"] = values["argsrepr"]
-        values["properties.kwargsrepr"] = values["kwargsrepr"]
-        out = [self.pieces[0]]
-        for position, name in enumerate(self.order):
-            out.append(json.dumps(values[name]))
-            out.append(self.pieces[position + 1])
-        return "".join(out)
+            root = _quote(shown.root_id) if shown.root_id else text
+            parent = _quote(shown.parent_id) if shown.parent_id else "null"
+            args, kwargs = _quote(shown.argsrepr), _quote(shown.kwargsrepr)
+            retries = str(int(shown.retries))
+        # in the order of _PER_RUN_FIELDS
+        values = (
+            text,
+            root,
+            parent,
+            args,
+            kwargs,
+            retries,
+            text,
+            f'"{uuid.uuid4()}"',
+            args,
+            kwargs,
+        )
+        return self.format(*[values[index] for index in self.order])
+
+
+def _quote(text: str) -> str:
+    """``text`` as a JSON string, as kombu's encoder writes it (ASCII, escaped)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # nothing to escape (run ids, most argument texts)
+    return json.dumps(text)
 
 
 @contextlib.contextmanager
