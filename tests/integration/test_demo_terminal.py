@@ -117,12 +117,12 @@ def _up(url: str) -> bool:
         return False
 
 
-def _charge_states(db: Path) -> dict[str, int]:
+def _charge_states(db: Path, task: str = "shop.tasks.charge_order") -> dict[str, int]:
     try:
         with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
             rows = conn.execute(
-                "SELECT state, count(*) FROM taskkit_taskrun "
-                "WHERE task_name = 'shop.tasks.charge_order' GROUP BY state"
+                "SELECT state, count(*) FROM taskkit_taskrun WHERE task_name = ? GROUP BY state",
+                (task,),
             ).fetchall()
     except sqlite3.Error:
         return {}
@@ -153,6 +153,8 @@ def test_two_terminals_a_visible_failure_rate_and_a_clean_ctrl_c(tmp_path):
                 "40",
                 "--failure-rate",
                 "0.2",
+                "--export",
+                "1",
             ],
             cwd=ROOT / "demo",
             env=second,
@@ -169,6 +171,12 @@ def test_two_terminals_a_visible_failure_rate_and_a_clean_ctrl_c(tmp_path):
         )
         failed = _charge_states(db).get("FAILED", 0)
         assert 4 <= failed <= 16, f"{failed} of 40 failed with --failure-rate 0.2"
+        wait_for(
+            lambda: _charge_states(db, "shop.tasks.export_orders") == {"SUCCEEDED": 1},
+            60,
+            0.5,
+            "the slow export run (--export 1) to succeed",
+        )
 
         terminal.ctrl_c()
         status = terminal.wait(90)
