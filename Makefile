@@ -1,10 +1,12 @@
 # taskkit's make targets. The README's two commands are `make demo` and `make test`.
 #   make demo                    the demo shop: web + worker + relay + Flower under honcho, on one
-#                                embedded Redis and SQLite (demo/run.py; no servers needed)
+#                                embedded Redis and SQLite (demo/run.py; no servers needed; Ctrl-C
+#                                stops it; demo/README.md walks through it)
 #   make test                    SQLite + embedded Redis (or DATABASE_URL / REDIS_URL)
 #   make test-faults             only the fault suite (tests/faults), with its table of counts
 #                                (the soak: TASKKIT_SOAK_RUNS=5000 runs, TASKKIT_SOAK_KILLS whole-worker
 #                                kills (default 1 per 100 runs, 5..20), bound TASKKIT_SOAK_SECONDS=400)
+#   make demo-password           a new password for the demo's admin (shown by `make demo` after)
 #   make bench                   taskkit vs plain Celery, backlog drains with worker/PostgreSQL CPU per run
 #                                (BENCH_ARGS="--runs 2000 --rounds 3", "--quick", "--rss-only --rss-runs 100000")
 #   make lint                    ruff, and mypy on taskkit, devsupport and tests/typecheck (the typed-task
@@ -28,7 +30,7 @@ DIST_VENV ?= .venv-dist
 # The docs build runs without network when unshare can make a private network namespace.
 NO_NETWORK ?= $(shell unshare -rn true 2>/dev/null && echo 'unshare -rn')
 
-.PHONY: test test-faults demo lint venv clean bench install-check docs dist
+.PHONY: test test-faults demo demo-password lint venv clean bench install-check docs dist
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +85,9 @@ dist: $(DIST_VENV)/.installed
 	$(DIST_VENV)/bin/python -m build --outdir dist .
 	$(DIST_VENV)/bin/twine check --strict dist/*
 	$(DIST_VENV)/bin/python .ci/check_dist.py dist
+
+demo-password: $(STAMP)
+	cd demo && $(abspath $(VENV))/bin/python manage.py demo_password $(if $(PASSWORD),--password '$(PASSWORD)')
 
 clean:
 	rm -rf $(VENV) $(DOCS_VENV) $(DIST_VENV) .tmp test-output build dist docs/_build *.egg-info

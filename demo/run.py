@@ -1,10 +1,13 @@
-"""Run the demo shop; ``--check`` smoke-tests it.
+"""Run the demo (web, worker, relay, Flower under honcho, one Redis); ``--check`` smoke-tests it.
 
-``make demo`` runs ``.venv/bin/python demo/run.py``: it starts one Redis (embedded, unless
-``REDIS_URL`` is set), migrates the SQLite database (or ``DATABASE_URL``), creates the admin user,
-then runs the Procfile's four processes under honcho: the web server, a Celery worker, the taskkit
-relay (which publishes what the broker lost and recovers runs of dead workers) and Flower, all on
-that Redis. It prints the URLs and credentials. Ctrl-C or SIGTERM stops every process.
+``make demo`` runs ``.venv/bin/python demo/run.py``. It writes ``demo/var/demo.json`` (the Redis
+URL, the database URL, the ports: ``demoproject/state.py``) so that commands run from a second
+terminal (``manage.py demo_traffic``) reach the same Redis and database, and refuses to start
+while another demo runs. The admin password is kept in ``demo/var/admin-password`` and shown in
+the banner on every start (``make demo-password`` sets a new one). Ctrl-C or SIGTERM stops every
+process and exits 0: the script takes the terminal's foreground for itself (so ``make`` does not
+get the Ctrl-C and report an error) and stops honcho, which runs in a session of its own.
+
 ``--check`` (or ``DEMO_SMOKE=1``) uses free ports and a temporary SQLite database (unless
 ``DATABASE_URL`` is set), places one order through the web page, waits for the worker to confirm
 it, stops everything and exits 0, or non-zero on any failure.
@@ -13,6 +16,7 @@ it, stops everything and exits 0, or non-zero on any failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -36,12 +40,18 @@ def free_port() -> int:
 
 
 def prepare_database(verbosity: int = 1) -> str | None:
-    """Migrate and make sure the ``admin`` superuser exists; return its password if known."""
+    """Migrate and make sure the ``admin`` superuser exists; return its password if known.
+
+    A new password (or ``DEMO_ADMIN_PASSWORD``) is saved in ``demo/var/admin-password``, so the
+    next start shows it again; ``None`` if the user exists and no password was ever saved (a
+    database from an older demo: ``make demo-password`` sets one).
+    """
     sys.path.insert(0, str(DEMO))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demoproject.settings")
     import django
 
     django.setup()
+    from demoproject import state
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connections
@@ -51,11 +61,16 @@ def prepare_database(verbosity: int = 1) -> str | None:
     user_model = get_user_model()
     user = user_model.objects.filter(username="admin").first()
     if user is None:
-        password = password or secrets.token_urlsafe(12)
+        password = password or state.new_password()
         user_model.objects.create_superuser("admin", "admin@example.com", password)
+        state.save_password(password)
     elif password:
         user.set_password(password)
         user.save(update_fields=["password"])
+        state.save_password(password)
+    else:
+        saved = state.saved_password()
+        password = saved if saved and user.check_password(saved) else None
     connections.close_all()
     return password
 
@@ -85,7 +100,37 @@ def start_honcho(web_port: int) -> subprocess.Popen[bytes]:
     ]
     if not sys.stdout.isatty():
         command.append("--no-colour")
-    return subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent)
+    # a session of its own: a Ctrl-C reaches this script only, which then stops honcho in order
+    return subprocess.Popen(command, cwd=ROOT, preexec_fn=_die_with_parent, start_new_session=True)
+
+
+def take_terminal() -> tuple[int, int] | None:
+    """Become the terminal's foreground process group, so that Ctrl-C reaches this script (and
+    not ``make``, which would report "Interrupt" or "Error 130"); returns what to give back."""
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return None
+        before = os.getpgrp()
+        os.setpgid(0, 0)
+        _set_foreground(fd, os.getpgrp())
+        return fd, before
+    except OSError:
+        return None
+
+
+def give_back_terminal(taken: tuple[int, int] | None) -> None:
+    if taken is not None:
+        with contextlib.suppress(OSError):
+            _set_foreground(*taken)
+
+
+def _set_foreground(fd: int, pgrp: int) -> None:
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not ask
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 def stop_honcho(honcho: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
@@ -120,7 +165,7 @@ def reap_leftovers(token: str) -> list[str]:
 
 
 def banner(web_port: int, flower_port: int, password: str | None) -> str:
-    admin_password = password or "(unchanged; set DEMO_ADMIN_PASSWORD to reset it)"
+    admin_password = password or "(unknown: `make demo-password` sets a new one)"
     return "\n".join(
         [
             "",
@@ -132,8 +177,9 @@ def banner(web_port: int, flower_port: int, password: str | None) -> str:
             f"  redis   {os.environ['REDIS_URL']}",
             f"  db      {os.environ.get('DATABASE_URL') or DEMO / 'db.sqlite3'}",
             f"  mail    {os.environ.get('DEMO_MAIL_DIR') or DEMO / 'var' / 'mail'}",
-            "  load    cd demo && ../.venv/bin/python manage.py demo_traffic --orders 200 "
-            "--failure-rate 0.2",
+            "  load    (second terminal) cd demo && ../.venv/bin/python manage.py demo_traffic "
+            "--orders 200 --failure-rate 0.2",
+            "  guide   demo/README.md (place orders, watch one fail, retry it, pause, cancel)",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -164,8 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["FLOWER_PORT"] = str(flower_port)
 
     sys.path.insert(0, str(ROOT))  # devsupport/ is the checkout's, not the wheel's
+    sys.path.insert(0, str(DEMO))
+    from demoproject import state
+
     from devsupport.embedded_redis import EmbeddedRedis
 
+    if check:
+        os.environ["DEMO_VAR_DIR"] = tmp_dir or ""
+    running = state.read()
+    if running is not None:
+        print(
+            f"demo: already running (pid {running['pid']}, {state.state_path()}); stop it with "
+            "Ctrl-C in its terminal first.",
+            file=sys.stderr,
+        )
+        return 1
     redis = None
     if not os.environ.get("REDIS_URL"):
         redis = EmbeddedRedis().start()  # one server shared by web, worker, relay and Flower
@@ -178,8 +237,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    terminal = None if check else take_terminal()
     status = 1
+    stopped_by_signal = False
     try:
+        state.write(
+            {
+                "redis_url": os.environ["REDIS_URL"],
+                "database_url": os.environ.get("DATABASE_URL") or "",
+                "web_port": web_port,
+                "flower_port": flower_port,
+            }
+        )
         password = prepare_database(verbosity=0 if check else 1)
         os.environ.setdefault("FLOWER_USER", "admin")
         os.environ.setdefault("FLOWER_PASSWORD", password or secrets.token_urlsafe(12))
@@ -199,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             status = 0
         else:
             status = honcho.wait()
+            if status:
+                print(f"demo: honcho stopped with status {status} (see above)", file=sys.stderr)
     except KeyboardInterrupt:
-        status = 130
+        stopped_by_signal = True
+        status = 0
     except Exception as exc:  # report it, then stop everything
         print(f"{'check' if check else 'demo'}: FAILED: {exc}", file=sys.stderr, flush=True)
         status = 1
@@ -213,11 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         leftovers = reap_leftovers(token)
         for line in leftovers:
             print(f"killed leftover process {line}", file=sys.stderr)
+        state.clear()
+        give_back_terminal(terminal)
         if tmp_dir:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        if check and status == 0 and (leftovers or not stopped):
-            print("check: FAILED: processes did not stop cleanly", file=sys.stderr)
+        if status == 0 and (leftovers or not stopped):
+            print("demo: processes did not stop cleanly", file=sys.stderr)
             status = 1
+        elif stopped_by_signal and not check:
+            print("demo: stopped; every process has ended.", flush=True)
     if check and status == 0:
         print(f"check: done in {time.monotonic() - started:.1f} s\nOK", flush=True)
     return status

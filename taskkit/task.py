@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, c
 import celery
 
 from .core.exceptions import ConfigurationError
+from .core.headers import MessageHeaders
 from .core.policy import ON_MISSING_CHOICES, RetryPolicy, make_policy
 from .core.spec import TaskSpec
 
@@ -258,12 +259,13 @@ def _publish_many(
     run_ids: list[Any],
     options: dict[str, Any],
     not_before: datetime.datetime | None = None,
+    headers: Mapping[Any, MessageHeaders] | None = None,
 ) -> list[Any]:
     """The publish point every spec carries: the producer's, looked up when called (so that
     ``taskkit.testing.capture()`` replaces it for the worker and the relay too)."""
     from .producer import publisher  # models load after the app registry
 
-    return publisher.publish_many(spec, run_ids, options, not_before)
+    return publisher.publish_many(spec, run_ids, options, not_before, headers)
 
 
 @overload

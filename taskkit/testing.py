@@ -89,6 +89,7 @@ class Captured:
         run_ids: list[Any],
         options: dict[str, Any],
         not_before: datetime.datetime | None = None,
+        headers: Any = None,
     ) -> list[Any]:
         """Stands in for taskkit's one publish point (``publisher.publish_many``): every message
         of a dispatch, a bulk dispatch, a retry or an operator retry is captured."""

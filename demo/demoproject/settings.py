@@ -1,12 +1,18 @@
-"""Settings of the demo: SQLite (WAL) + embedded Redis unless DATABASE_URL / REDIS_URL are set."""
+"""Settings of the demo: SQLite (WAL) and the Redis `make demo` started, unless DATABASE_URL /
+REDIS_URL are set (demoproject/state.py finds the running demo)."""
 
 import os
-import sys
 from pathlib import Path
 
 import dj_database_url
 
+from . import state
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The running demo (demo/var/demo.json, written by `make demo`): its Redis, database and ports,
+# so a command run from a second terminal talks to the same ones. Environment variables win.
+RUNNING_DEMO = state.read() or {}
 
 # A development-only key; set DJANGO_SECRET_KEY for anything that is not a local demo.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-taskkit-demo-only")
@@ -57,7 +63,9 @@ TIME_ZONE = "UTC"
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+        os.environ.get("DATABASE_URL")
+        or RUNNING_DEMO.get("database_url")
+        or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -68,18 +76,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
 
-
-
-def _embedded_redis_url() -> str:
-    """An embedded redis-server started now, from the checkout's devsupport/ (not in the wheel)."""
-    sys.path.insert(0, str(BASE_DIR.parent))  # the checkout's root, where devsupport/ lives
-    from devsupport.embedded_redis import redis_url_from_env
-
-    return redis_url_from_env()
-
-
-# $REDIS_URL, or an embedded redis-server started now (demo/run.py starts one for all processes).
-REDIS_URL = os.environ.get("REDIS_URL") or _embedded_redis_url()
+# $REDIS_URL, else the running demo's Redis (`make demo` starts one for all its processes), else
+# a refused port: nothing is sent to a private Redis no worker reads (demo_traffic refuses to run).
+REDIS_URL = (
+    os.environ.get("REDIS_URL") or RUNNING_DEMO.get("redis_url") or state.NOT_RUNNING_REDIS_URL
+)
 
 CELERY_BROKER_URL = REDIS_URL
 if __import__("django").VERSION >= (6, 0):  # Django's own task API, run by taskkit
@@ -100,7 +101,8 @@ EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
 EMAIL_FILE_PATH = os.environ.get("DEMO_MAIL_DIR") or str(BASE_DIR / "var" / "mail")
 
 # The admin links every run to Flower (demo/run.py sets FLOWER_PORT for all processes).
-TASKKIT_FLOWER_URL = f"http://127.0.0.1:{os.environ.get('FLOWER_PORT') or 5555}"
+FLOWER_PORT = os.environ.get("FLOWER_PORT") or RUNNING_DEMO.get("flower_port") or 5555
+TASKKIT_FLOWER_URL = f"http://127.0.0.1:{FLOWER_PORT}"
 
 # The flaky gateway's default failure rate for orders placed on the page.
 DEMO_FAILURE_RATE = float(os.environ.get("DEMO_FAILURE_RATE") or 0.2)

@@ -5,7 +5,9 @@ confirmation e-mail and the invoice, each with its own idempotency key, so a cha
 is retried after dispatching them does not dispatch them twice.
 """
 
+import datetime
 import random
+import time
 
 import django
 from django.core.mail import send_mail
@@ -14,21 +16,26 @@ from tenacity import retry_if_exception_type, stop_after_attempt, wait_exponenti
 
 from taskkit import current_run, reliable_task
 
-from .gateway import GatewayError
+from .gateway import GatewayError, in_outage
 from .gateway import charge as gateway_charge
 from .models import Invoice, Order
 
+#: Attempts of a charge before it gives up (FAILED, in the admin).
+CHARGE_ATTEMPTS = 3
+
 
 @reliable_task(
-    stop=stop_after_attempt(3),
+    stop=stop_after_attempt(CHARGE_ATTEMPTS),
     wait=wait_exponential_jitter(initial=0.5, max=5),
     retry=retry_if_exception_type(GatewayError),
     idempotency_key=lambda order, failure_rate=0.0: f"charge:{order.pk}",
 )
 def charge_order(order, failure_rate=0.0):
     run = current_run()
+    # An order in an outage fails all its attempts; an operator's retry (attempt 4 on) gets through.
+    outage = in_outage(order.pk, failure_rate) and run.attempt <= CHARGE_ATTEMPTS
     # The same key on every attempt: the gateway applies the charge at most once.
-    applied = gateway_charge(order, order.amount, run.key, failure_rate)
+    applied = gateway_charge(order, order.amount, run.key, failure_rate, outage)
     Order.objects.filter(pk=order.pk, status=Order.Status.PLACED).update(
         status=Order.Status.PAID, paid_at=timezone.now()
     )
@@ -68,12 +75,25 @@ def send_confirmation(order):
 def create_invoice(order, failure_rate=0.0):
     # atomic=True: the invoice row and SUCCEEDED commit together; a failure after the write
     # below rolls the write back, so the retry starts clean (no half-written invoice).
-    invoice = Invoice.objects.create(
-        order=order, number=f"INV-{order.pk:06d}", total=order.amount
-    )
+    invoice = Invoice.objects.create(order=order, number=f"INV-{order.pk:06d}", total=order.amount)
     if random.random() < failure_rate:
         raise RuntimeError("invoice printer jammed after writing (simulated)")
     return {"invoice": invoice.number}
+
+
+@reliable_task(stop=stop_after_attempt(1))
+def export_orders(seconds=60):
+    """A slow report that stops early when an operator cancels its run (the run page's "Cancel"):
+    it checks ``current_run().cancel_requested`` every half second, as long work should."""
+    run = current_run()
+    deadline = timezone.now() + datetime.timedelta(seconds=seconds)
+    exported = 0
+    while timezone.now() < deadline:
+        if run.cancel_requested:
+            return {"exported": exported, "cancelled": True}
+        exported = Order.objects.count()
+        time.sleep(0.5)
+    return {"exported": exported, "cancelled": False}
 
 
 if django.VERSION >= (6, 0):  # the same guarantees through Django's own API (docs/django-tasks.md)

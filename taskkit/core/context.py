@@ -32,6 +32,8 @@ class RunContext:
     idempotency_key: str | None
     queue: str
     request_id: str = ""  # the web request that dispatched the run, if any
+    #: The root of the run's tree: the first run of the chain that dispatched it (or itself).
+    root_id: uuid.UUID | str | None = None
     _cancel: _CancelCheck = field(default_factory=_CancelCheck, compare=False, repr=False)
 
     @property

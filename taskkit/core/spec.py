@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import datetime
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .headers import MessageHeaders
 from .policy import RetryPolicy
 
 #: Header that marks a message as published by taskkit for an existing ledger row.
@@ -37,6 +38,7 @@ class PublishMany(Protocol):
         run_ids: list[Any],
         options: dict[str, Any],
         not_before: datetime.datetime | None = None,
+        headers: Mapping[Any, MessageHeaders] | None = None,
     ) -> list[Any]: ...
 
 
@@ -69,10 +71,16 @@ class TaskSpec:
     publish: PublishMany
 
     def publish_one(
-        self, run_id: Any, options: dict[str, Any], not_before: datetime.datetime | None = None
+        self,
+        run_id: Any,
+        options: dict[str, Any],
+        not_before: datetime.datetime | None = None,
+        headers: MessageHeaders | None = None,
     ) -> bool:
-        """Publish one message for ``run_id``; ``True`` if the broker took it."""
-        return bool(self.publish(self, [run_id], options, not_before))
+        """Publish one message for ``run_id`` (with its monitor ``headers``); ``True`` if the
+        broker took it."""
+        shown = {run_id: headers} if headers is not None else None
+        return bool(self.publish(self, [run_id], options, not_before, shown))
 
 
 __all__ = ["PUBLISH_OPTIONS", "RUN_HEADER", "PublishMany", "TaskSpec"]

@@ -23,9 +23,9 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from ..core import ledger, redaction, signals
+from ..core import headers, ledger, redaction, signals
 from ..core.conf import settings
-from ..core.context import current_request_id
+from ..core.context import current_request_id, current_run
 from ..core.db import db_alias
 from ..core.exceptions import InvalidIdempotencyKey, UnsupportedOption
 from ..core.serialization import encode_call
@@ -113,9 +113,16 @@ def dispatch(
         run_id = existing_id
     signals.send(signals.run_dispatched, spec.name, run_id=run_id, created=created)
     if created:
+        shown = headers.for_run(encoded_args, encoded_kwargs, run_options)
         transaction.on_commit(
             functools.partial(
-                publisher.publish_new, spec, run_id, publish_options, not_before, run.queued_at
+                publisher.publish_new,
+                spec,
+                run_id,
+                publish_options,
+                not_before,
+                run.queued_at,
+                shown,
             ),
             using=db,
         )
@@ -129,13 +136,20 @@ def run_options_for(
     encoded_kwargs: dict[str, Any],
     key: str | None = None,
 ) -> dict[str, Any]:
-    """The run's stored options: the publish options, plus where its sensitive values are.
+    """The run's stored options: the publish options, plus where its sensitive values are, plus
+    the run that dispatched it when dispatched from inside one (``headers.PARENT`` / ``ROOT``).
 
     The scrub spec (``redaction.SPEC``) is decided here, from the call as bound to the signature,
     and stored on the row, so whoever ends the run can scrub it without knowing the task. A key
     holding a sensitive value is refused (keys are stored in clear). Tasks without ``sensitive=``
     get ``publish_options`` itself, at no cost.
     """
+    parent = current_run()
+    if parent is not None:
+        publish_options = {
+            **publish_options,
+            **headers.origin_options(parent.run_id, parent.root_id),
+        }
     if not spec.sensitive:
         return publish_options
     scrub = redaction.spec_for(spec.signature, spec.sensitive, len(encoded_args), encoded_kwargs)
@@ -308,6 +322,7 @@ def dispatch_many(
 
     results: list[RunResult] = []
     new_ids: list[Any] = []
+    shown: dict[Any, headers.MessageHeaders] = {}
     for run in runs:
         if run.idempotency_key is None:
             run_id, created = run.pk, True
@@ -316,12 +331,13 @@ def dispatch_many(
             created = run_id == run.pk  # only the first item of a key was inserted
         if created:
             new_ids.append(run_id)
+            shown[run_id] = headers.for_run(run.args, run.kwargs, run.options)
         signals.send(signals.run_dispatched, spec.name, run_id=run_id, created=created)
         results.append(RunResult(str(run_id), created=created, app=spec.app, task_name=spec.name))
     if new_ids:
         transaction.on_commit(
             functools.partial(
-                publisher.publish_new_many, spec, new_ids, publish_options, not_before, now
+                publisher.publish_new_many, spec, new_ids, publish_options, not_before, now, shown
             ),
             using=db,
         )

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import celery
@@ -27,6 +28,7 @@ from django.utils import timezone
 from ..core import ledger
 from ..core.conf import settings
 from ..core.db import db_alias
+from ..core.headers import MessageHeaders, for_run
 from ..core.spec import PUBLISH_OPTIONS, RUN_HEADER, TaskSpec
 
 logger = logging.getLogger("taskkit.publish")
@@ -52,9 +54,11 @@ def publish(
     run_id: Any,
     options: dict[str, Any],
     not_before: datetime.datetime | None = None,
+    headers: MessageHeaders | None = None,
 ) -> bool:
     """Publish one message for ``run_id``; ``True`` if the broker took it."""
-    return bool(publish_many(spec, [run_id], options, not_before))
+    shown = {run_id: headers} if headers is not None else None
+    return bool(publish_many(spec, [run_id], options, not_before, shown))
 
 
 #: Whether a delay is too long for an ETA message and waits in the ledger instead.
@@ -67,12 +71,13 @@ def publish_new(
     options: dict[str, Any],
     not_before: datetime.datetime | None,
     queued_at: datetime.datetime | None = None,
+    headers: MessageHeaders | None = None,
 ) -> None:
     """The on-commit callback of a dispatch: publish; nothing more is written unless the publish
     fails, in which case the run (written QUEUED at ``queued_at``) goes back to PENDING."""
     if deferred_to_relay(not_before):
         return  # stays PENDING; the relay publishes it when due
-    if not publish(spec, run_id, options, not_before) and queued_at is not None:
+    if not publish(spec, run_id, options, not_before, headers) and queued_at is not None:
         _mark_unsent([run_id], queued_at)
 
 
@@ -109,7 +114,8 @@ def publish_runs(run_ids: list[Any]) -> int:
 
     sent = 0
     runs = TaskRun.objects.using(db_alias()).filter(pk__in=run_ids)
-    for run in runs.only("id", "task_name", "options", "not_before", "state").iterator():
+    fields = ("id", "task_name", "options", "not_before", "state", "args", "kwargs", "attempts")
+    for run in runs.only(*fields).iterator():
         spec = spec_for(run.task_name)
         if spec is None:
             logger.error(
@@ -119,7 +125,8 @@ def publish_runs(run_ids: list[Any]) -> int:
                 run.state,
             )
             continue
-        if publish(spec, run.pk, run.options, run.not_before):
+        headers = for_run(run.args, run.kwargs, run.options, run.attempts)
+        if publish(spec, run.pk, run.options, run.not_before, headers):
             sent += 1
             ledger.mark_queued([run.pk], run.not_before)
     return sent
@@ -135,8 +142,12 @@ def publish_many(
     run_ids: list[Any],
     options: dict[str, Any],
     not_before: datetime.datetime | None = None,
+    headers: Mapping[Any, MessageHeaders] | None = None,
 ) -> list[Any]:
     """Publish one message per run over one broker connection; returns the ids that went out.
+
+    ``headers`` gives each run's monitor-facing headers (``taskkit.core.headers``: what Flower
+    shows as its arguments, root, parent and retries); a run without gets Celery's defaults.
 
     One producer is acquired for the whole batch. On Redis the messages are built by Celery
     (``apply_async``) and kombu as usual, and sent in pipelines of ``PIPELINE_SIZE`` (one round
@@ -159,15 +170,50 @@ def publish_many(
             retry=True,
             retry_policy=retry_policy,
             **publish_options,
+            **_shown(headers, run_id),
         )
 
-    return _send_all(spec.app, spec.name, run_ids, send, "")
+    return _send_all(spec.app, spec.name, run_ids, send, "", headers)
 
 
-def _send_all(app: celery.Celery, name: str, run_ids: list[Any], send: Any, how: str) -> list[Any]:
+def _shown(headers: Mapping[Any, MessageHeaders] | None, run_id: Any) -> dict[str, Any]:
+    shown = headers.get(run_id) if headers else None
+    return shown.publish_options(run_id) if shown is not None else {}
+
+
+@contextlib.contextmanager
+def _outside_worker_task() -> Iterator[None]:
+    """Hide the task the worker is executing from Celery while publishing.
+
+    Celery's ``send_task`` names the executing task as the parent (and its root as the root) of
+    any message sent without both ids: a run re-publishing itself (a retry) would be its own
+    parent. taskkit says who the parent is (``taskkit.core.headers``), so Celery must not guess.
+    """
+    from celery._state import _task_stack
+
+    local = _task_stack._local
+    stack = getattr(local, "stack", None)
+    if not stack:
+        yield
+        return
+    local.stack = []
+    try:
+        yield
+    finally:
+        local.stack = stack
+
+
+def _send_all(
+    app: celery.Celery,
+    name: str,
+    run_ids: list[Any],
+    send: Any,
+    how: str,
+    headers: Mapping[Any, MessageHeaders] | None = None,
+) -> list[Any]:
     sent: list[Any] = []
     try:
-        with app.producer_or_acquire() as producer:
+        with _outside_worker_task(), app.producer_or_acquire() as producer:
             for run_id in run_ids[:1]:
                 # alone, so that connecting is bounded by the publish retry policy
                 send(run_id, producer)
@@ -176,7 +222,7 @@ def _send_all(app: celery.Celery, name: str, run_ids: list[Any], send: Any, how:
                 cloning = _can_clone(app)
                 for start in range(1, len(run_ids), PIPELINE_SIZE):
                     chunk = run_ids[start : start + PIPELINE_SIZE]
-                    if not (cloning and _pipeline_clones(producer, chunk, send)):
+                    if not (cloning and _pipeline_clones(producer, chunk, send, headers)):
                         with _pipeline(producer, len(chunk)):
                             for run_id in chunk:
                                 send(run_id, producer)
@@ -220,14 +266,18 @@ def _can_clone(app: celery.Celery) -> bool:
     return not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
-def _pipeline_clones(producer: Any, chunk: list[Any], send: Any) -> bool:
+def _pipeline_clones(
+    producer: Any,
+    chunk: list[Any],
+    send: Any,
+    headers: Mapping[Any, MessageHeaders] | None = None,
+) -> bool:
     """Send ``chunk`` in one pipeline: the first message is built, routed and encoded by Celery
-    and kombu (``send``); the others are the same bytes with their own run id (the task id,
-    root id and correlation id) and a fresh delivery tag, exactly what Celery would send for
-    them. ``False`` (nothing sent) if the first message is not one plain ``LPUSH`` (a queue
-    bound twice, or with an expiry): the caller then sends the chunk message by message."""
-    from kombu.utils.json import dumps
-
+    and kombu (``send``); the others are the same bytes with their own run id (the task id and
+    correlation id), monitor headers (``headers``: argsrepr, kwargsrepr, root, parent, retries)
+    and a fresh delivery tag, exactly what Celery would send for them. ``False`` (nothing sent)
+    if the first message is not one plain ``LPUSH`` (a queue bound twice, or with an expiry):
+    the caller then sends the chunk message by message."""
     channel = producer.channel
     captured: list[tuple[str, dict[str, Any]]] = []
 
@@ -246,16 +296,93 @@ def _pipeline_clones(producer: Any, chunk: list[Any], send: Any) -> bool:
         return False
     queue, message = captured[0]
     key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
-    template = dumps(message)
-    first = str(chunk[0])
-    tag = str(message["properties"]["delivery_tag"])
+    clone = _Cloner(message)
     with channel.conn_or_acquire() as client:
         pipe = client.pipeline(transaction=False)
-        pipe.lpush(key, template)
+        pipe.lpush(key, clone.first)
         for run_id in chunk[1:]:
-            pipe.lpush(key, template.replace(first, str(run_id)).replace(tag, str(uuid.uuid4())))
+            shown = headers.get(run_id) if headers else None
+            pipe.lpush(key, clone(run_id, shown))
         pipe.execute()
     return True
+
+
+#: The fields of a message that differ from run to run: (part of the message, key). Celery
+#: also copies ``argsrepr`` / ``kwargsrepr`` into the properties (an ``apply_async`` option it
+#: passes on to kombu), so they are replaced there too when present.
+_PER_RUN_FIELDS = (
+    ("headers", "id"),
+    ("headers", "root_id"),
+    ("headers", "parent_id"),
+    ("headers", "argsrepr"),
+    ("headers", "kwargsrepr"),
+    ("headers", "retries"),
+    ("properties", "correlation_id"),
+    ("properties", "delivery_tag"),
+    ("properties", "argsrepr"),
+    ("properties", "kwargsrepr"),
+)
+
+
+class _Cloner:
+    """Copies of one encoded message with the per-run fields (``_PER_RUN_FIELDS``) replaced: the
+    message is encoded once with a marker in each field present, made a format string at the
+    markers, and each copy is that string filled with the run's values (JSON-encoded)."""
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        from kombu.utils.json import dumps
+
+        self.first = dumps(message)
+        marked = {**message, "headers": dict(message["headers"])}
+        marked["properties"] = dict(message["properties"])
+        markers: dict[int, str] = {}
+        for index, (part, key) in enumerate(_PER_RUN_FIELDS):
+            if key in marked[part]:
+                marker = f"\x00taskkit-{index}\x00"
+                marked[part][key] = marker
+                markers[index] = json.dumps(marker)
+        template = dumps(marked)
+        found = sorted((template.index(marker), index) for index, marker in markers.items())
+        #: positions in ``_PER_RUN_FIELDS`` of the fields, in the order the message holds them
+        self.order = [index for _, index in found]
+        pieces: list[str] = []
+        at = 0
+        for position, index in found:
+            pieces.append(template[at:position].replace("{", "{{").replace("}", "}}"))
+            at = position + len(markers[index])
+        pieces.append(template[at:].replace("{", "{{").replace("}", "}}"))
+        self.format = "{}".join(pieces).format
+
+    def __call__(self, run_id: Any, shown: MessageHeaders | None) -> str:
+        text = _quote(str(run_id))
+        if shown is None:
+            root, parent, args, kwargs, retries = text, "null", '"()"', '"{}"', "0"
+        else:
+            root = _quote(shown.root_id) if shown.root_id else text
+            parent = _quote(shown.parent_id) if shown.parent_id else "null"
+            args, kwargs = _quote(shown.argsrepr), _quote(shown.kwargsrepr)
+            retries = str(int(shown.retries))
+        # in the order of _PER_RUN_FIELDS
+        values = (
+            text,
+            root,
+            parent,
+            args,
+            kwargs,
+            retries,
+            text,
+            f'"{uuid.uuid4()}"',
+            args,
+            kwargs,
+        )
+        return self.format(*[values[index] for index in self.order])
+
+
+def _quote(text: str) -> str:
+    """``text`` as a JSON string, as kombu's encoder writes it (ASCII, escaped)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # nothing to escape (run ids, most argument texts)
+    return json.dumps(text)
 
 
 @contextlib.contextmanager
@@ -312,6 +439,7 @@ def publish_many_by_name(
     run_ids: list[Any],
     options: dict[str, Any],
     not_before: datetime.datetime | None = None,
+    headers: Mapping[Any, MessageHeaders] | None = None,
 ) -> list[Any]:
     """``publish_many`` for a task this process does not know (``app.send_task``).
 
@@ -335,9 +463,10 @@ def publish_many_by_name(
             retry_policy=retry_policy,
             add_to_parent=False,
             **publish_options,
+            **_shown(headers, run_id),
         )
 
-    return _send_all(app, task_name, run_ids, send, " by name")
+    return _send_all(app, task_name, run_ids, send, " by name", headers)
 
 
 def publish_new_many(
@@ -346,12 +475,13 @@ def publish_new_many(
     options: dict[str, Any],
     not_before: datetime.datetime | None,
     queued_at: datetime.datetime | None = None,
+    headers: Mapping[Any, MessageHeaders] | None = None,
 ) -> None:
     """The on-commit callback of a bulk dispatch: publish (pipelined on Redis); the runs the
     broker did not take go back to PENDING (written QUEUED at ``queued_at``)."""
     if deferred_to_relay(not_before):
         return  # they stay PENDING; the relay publishes them when due
-    sent = publish_many(spec, run_ids, options, not_before)
+    sent = publish_many(spec, run_ids, options, not_before, headers)
     if len(sent) < len(run_ids) and queued_at is not None:
         taken = set(sent)
         _mark_unsent([run_id for run_id in run_ids if run_id not in taken], queued_at)

@@ -62,7 +62,7 @@ from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from ..core import ledger, signals
+from ..core import headers, ledger, signals
 from ..core.conf import settings
 from ..core.db import db_alias
 from ..core.exceptions import TaskNotRegistered
@@ -212,6 +212,8 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
             "requeue_at",
             "unregistered_since",
             "attempts",
+            "args",
+            "kwargs",
         )
     )
     now = timezone.now()
@@ -231,12 +233,17 @@ def _publish_batch(rows: list[Taken], counts: Counter[str], lookup: TaskLookup) 
         ids = [run.pk for run in group]
         sent: set[Any] = set()
         if not broker_down:
+            shown = {
+                run.pk: headers.for_run(run.args, run.kwargs, run.options, run.attempts)
+                for run in group
+            }
+            options = group[0].options
             if spec is not None:
-                sent = set(publisher.publish_many(spec, ids, group[0].options, not_before))
+                sent = set(publisher.publish_many(spec, ids, options, not_before, shown))
             else:
                 sent = set(
                     publisher.publish_many_by_name(
-                        lookup.app, name, ids, group[0].options, not_before
+                        lookup.app, name, ids, options, not_before, shown
                     )
                 )
         for run in group:

@@ -33,7 +33,7 @@ from celery.exceptions import Ignore, Retry
 from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from ..core import ledger, policy, redaction, signals, sql
+from ..core import headers, ledger, policy, redaction, signals, sql
 from ..core.conf import settings
 from ..core.context import RunContext, _current, reset_request_id, set_request_id
 from ..core.db import db_alias
@@ -139,7 +139,7 @@ def _claim_the_slow_way(
             # the run is due. Send it again for the due time rather than dropping it (a long
             # wait is left to the relay).
             if not ledger.deferred_to_relay(run.not_before):
-                spec.publish_one(run.pk, run.options, run.not_before)
+                spec.publish_one(run.pk, run.options, run.not_before, _headers(run))
             logger.info(
                 "taskkit: message for run %s arrived before it was due (%s); re-sent.",
                 run_id,
@@ -279,6 +279,7 @@ def run_attempt(spec: TaskSpec, claim: ledger.Claim, request: Any = None) -> Any
         idempotency_key=run.idempotency_key,
         queue=run.queue,
         request_id=run.request_id,
+        root_id=_root_of(run),
     )
     token = _current.set(context)
     request_token = set_request_id(run.request_id)  # runs dispatched from here inherit it
@@ -508,5 +509,16 @@ def schedule_retry(spec: TaskSpec, run: TaskRun, delay: float) -> None:
     not_before = timezone.now() + datetime.timedelta(seconds=delay)
     if ledger.deferred_to_relay(not_before):
         return  # stays RETRYING with no message; the relay publishes it when due
-    if spec.publish_one(run.pk, run.options, not_before):
+    if spec.publish_one(run.pk, run.options, not_before, _headers(run)):
         ledger.mark_requeued(run.pk)
+
+
+def _headers(run: TaskRun) -> headers.MessageHeaders:
+    """The monitor headers of the run's next message (its attempts so far are its retries)."""
+    return headers.for_run(run.args, run.kwargs, run.options, run.attempts)
+
+
+def _root_of(run: TaskRun) -> Any:
+    """The root of the run's tree, as its options record it (the run itself if none)."""
+    root = run.options.get(headers.ROOT) if isinstance(run.options, dict) else None
+    return root or run.pk

@@ -306,3 +306,28 @@ def plain_fails():
 @shared_task(bind=True)
 def plain_retries_later(self):
     raise self.retry(exc=ValueError("it broke", 7), countdown=3600)
+
+
+# -- what Flower shows (tests/integration/test_flower_agreement.py) -------------------------------
+
+
+@reliable_task(stop=stop_after_attempt(10), wait=wait_fixed(0.05))
+def fails_ten_times(kind):
+    """Every attempt fails: 10 attempts, then FAILED (Flower must say 9 retries)."""
+    raise ConnectionError(f"{kind}: attempt {current_run().attempt} failed")
+
+
+@reliable_task(stop=stop_after_attempt(10), wait=wait_fixed(0.05))
+def fails_three_times(kind, note=""):
+    """Attempts 1-3 fail, attempt 4 succeeds."""
+    if current_run().attempt <= 3:
+        raise ConnectionError(f"{kind}: attempt {current_run().attempt} failed")
+    return current_run().attempt
+
+
+@reliable_task
+def dispatches_tree(kind, depth):
+    """Dispatches itself with ``depth - 1`` until 0: a chain root → child → grandchild."""
+    if depth > 0:
+        return dispatches_tree.delay(kind, depth - 1).id
+    return None

@@ -1,8 +1,12 @@
 """``manage.py demo_traffic --orders 200 --failure-rate 0.2``: place orders to load the demo.
 
 Each order is placed the way the page places it (order + charge run in one transaction). With a
-failure rate, the fake gateway and the invoice task fail at random: runs retry, some give up and
-land in the admin's Failed tasks. A progress line is written to stderr.
+failure rate, that share of the orders meets a gateway outage: their charges fail every attempt
+and land in the admin's failed runs (about 20% with ``--failure-rate 0.2``); other runs fail now
+and then at random and retry. A progress line is written to stderr.
+
+It runs from a second terminal while ``make demo`` runs, and reaches the demo's Redis and
+database through ``demo/var/demo.json``; with no demo running it refuses, saying how to start it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import sys
 import time
 from typing import Any
 
+from demoproject import state
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop.services import RolledBack, place_order
+from shop.tasks import export_orders
 
 
 def progress(done: int, total: int, started: float, width: int = 30) -> str:
@@ -39,6 +45,13 @@ class Command(BaseCommand):
             metavar="N",
             help="roll back every Nth order after dispatching (nothing is sent for it)",
         )
+        parser.add_argument(
+            "--export",
+            type=int,
+            default=0,
+            metavar="SECONDS",
+            help="also start one slow export run of SECONDS (to cancel from its run page)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         total, rate = options["orders"], options["failure_rate"]
@@ -46,7 +59,14 @@ class Command(BaseCommand):
             raise CommandError("--orders must be at least 1.")
         if not 0 <= rate <= 1:
             raise CommandError("--failure-rate must be between 0 and 1 (e.g. 0.2).")
+        try:
+            state.require_running()
+        except state.DemoNotRunning as exc:
+            raise CommandError(str(exc)) from None
         every = options["roll_back_every"]
+        if options["export"] > 0:
+            run = export_orders.delay(options["export"])
+            self.stdout.write(f"Started export run {run.id} ({options['export']} s).")
         started = time.monotonic()
         rolled_back = 0
         for i in range(1, total + 1):
@@ -61,6 +81,7 @@ class Command(BaseCommand):
         sys.stderr.write("\n")
         self.stdout.write(
             f"Placed {total - rolled_back} orders ({rolled_back} rolled back) in "
-            f"{time.monotonic() - started:.1f} s with a gateway failure rate of {rate}. "
-            "Watch them in /admin/taskkit/taskrun/overview/ and in Flower."
+            f"{time.monotonic() - started:.1f} s with a gateway failure rate of {rate} (about "
+            f"{rate:.0%} of the charges fail every attempt and end FAILED). Watch them in "
+            "/admin/taskkit/taskrun/ and in Flower."
         )
