@@ -17,6 +17,10 @@ The ledger is the source of truth; the relay makes it so. Each sweep, in batches
    recorded as LOST and the run retried or failed by its policy, exactly as a lost child is.
 3. record a **heartbeat** row with the sweep's counts.
 
+Between sweeps, ``run_forever`` also counts the attempts of closed time buckets into the
+overview's rollup (``taskkit.core.rollup.fill_if_due``: at most every 20 s, idempotent, one relay
+at a time).
+
 Rows are taken with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL) and stamped QUEUED in a short
 transaction, so relays running at once never publish the same row in one sweep; no lock is held
 while talking to the broker. On SQLite that transaction begins IMMEDIATE (it takes the write lock,
@@ -59,7 +63,7 @@ from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from ..core import ledger, signals
+from ..core import ledger, rollup, signals
 from ..core.conf import settings
 from ..core.db import db_alias
 from ..core.exceptions import TaskNotRegistered
@@ -469,6 +473,7 @@ def run_forever(interval: float, batch_size: int, should_stop: Any) -> None:
                 logger.info("taskkit relay: %s", result)
             if result.counts["deferred_to_next_sweep"]:
                 pause = 0.0  # more is due: sweep again at once (the heartbeat was written)
+            rollup.fill_if_due()  # the overview's closed buckets (at most every 20 s; never raises)
         except Exception:
             logger.exception("taskkit relay: sweep failed; retrying in %.1fs", interval)
             connections.close_all()
