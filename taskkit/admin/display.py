@@ -185,6 +185,25 @@ def one_line(text: str, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def error_summary(kind: str, message: str, limit: int = 300) -> SafeString:
+    """The last error for a list: one line (class and the message's first line), and the whole
+    message on demand (``<details>``). The traceback is on the run's page."""
+    short_type = kind.rsplit(".", 1)[-1]
+    line = one_line(f"{short_type}: {message}", limit)
+    full = _printable(message.strip())
+    if full == line[len(short_type) + 2 :] or not full:
+        return format_html(
+            '<span class="taskkit-error-line" title="{}">{}</span>', kind, _printable(line)
+        )
+    return format_html(
+        '<details class="taskkit-error"><summary class="taskkit-error-line" title="{}">{}'
+        '</summary><pre class="taskkit-error-full">{}</pre></details>',
+        kind,
+        _printable(line),
+        full,
+    )
+
+
 def short_age(since: datetime.datetime | None, now: datetime.datetime | None = None) -> str:
     """``since`` as a compact age: 42s, 7m, 3h, 2d."""
     if since is None:
