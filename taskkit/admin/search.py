@@ -69,8 +69,10 @@ class Search:
         except ValueError:
             return [self.text]
         found = [value]
-        if not isinstance(value, str) and isinstance(value, int | float) and not isinstance(
-            value, bool
+        if (
+            not isinstance(value, str)
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
         ):
             found.append(self.text)
         return found
@@ -187,13 +189,13 @@ def _arguments(queryset: QuerySet[Any], search: Search) -> Q:
     if not connection.features.supports_json_field_contains:
         raise SearchError(f"argument search is not available on {connection.vendor}")
     # Elsewhere: containment, leaving out every run that has a live sensitive argument.
-    column = "kwargs" if name is not None else "args"
+    field = "kwargs" if name is not None else "args"
     match = Q()
     for value in search.values:
         for item in (value, {"pk": value}):
             doc = {name: item} if name is not None else [item]
-            match |= Q(**{f"{column}__contains": doc})
-    return match & ~Q(**{f"options__has_key": SPEC})
+            match |= Q(**{f"{field}__contains": doc})
+    return match & ~Q(**{"options__has_key": SPEC})
 
 
 def filter_for(queryset: QuerySet[Any], search: Search) -> Q:

@@ -70,9 +70,7 @@ def conditions(now: datetime.datetime) -> dict[str, Q]:
     """The filter of each kind of stuck run at ``now`` (shared by the panel and the list)."""
     grace = settings.RELAY_GRACE_SECONDS + 2 * settings.RELAY_INTERVAL
     return {
-        "pending": Q(
-            state=RunState.PENDING, created_at__lt=now - datetime.timedelta(seconds=grace)
-        )
+        "pending": Q(state=RunState.PENDING, created_at__lt=now - datetime.timedelta(seconds=grace))
         & (Q(not_before__isnull=True) | Q(not_before__lt=now)),
         "queued": Q(
             state=RunState.QUEUED,

@@ -14,7 +14,6 @@ per 500 runs (10k runs: 20 statements), and every message says how many runs the
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -30,18 +29,18 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Ht
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.generic import TemplateView
 
-from ..core import ledger
+from ..core import buckets, ledger, rollup, sketch
 from ..core.db import db_alias
 from ..models import RelayHeartbeat, RunState, TaskRun
 from ..producer import dispatch
+from . import charts, stuck
 from . import display as admin_display
 
 LOG_BATCH = 500
 REASON_MAX = 2000
-#: A relay whose last sweep is older than this is shown as stale on the overview.
-RELAY_STALE_SECONDS = 120
 
 
 def log_operator_action(request: HttpRequest, run_ids: list[Any], message: str) -> int:
@@ -241,8 +240,27 @@ def task_result_url(admin_site: Any, run_id: Any) -> str | None:
         return None
 
 
+#: Bounds of the overview's ``?refresh=N`` (seconds).
+REFRESH_MIN, REFRESH_MAX = 5, 3600
+
+
+def _refresh(value: str | None) -> int | None:
+    try:
+        seconds = int(value or "")
+    except ValueError:
+        return None
+    return min(max(seconds, REFRESH_MIN), REFRESH_MAX) if seconds > 0 else None
+
+
 class OverviewView(TemplateView):
-    """Runs by state, oldest waiting run, failures per task in 24 h, relay heartbeats."""
+    """Attempts over time (finished, retried, failed; commit-to-start p50/p99) for the last
+    hour, 24 hours or 7 days, all tasks or one; stuck work; runs by state; relays.
+
+    Statements, whatever the ledger's size: the rollup's closed buckets and the open part of the
+    window (``taskkit.core.rollup.read``: two), runs by state with the stuck-work counts (one
+    grouped statement), relay heartbeats (one), plus one per stuck-work provider. Query string:
+    ``window`` (1h, 24h, 7d), ``task``, ``refresh`` (seconds; the page reloads itself).
+    """
 
     model_admin: Any = None
     template_name = "admin/taskkit/overview.html"
@@ -254,10 +272,17 @@ class OverviewView(TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         now = timezone.now()
+        site = self.model_admin.admin_site.name
+        changelist_url = reverse(f"{site}:taskkit_taskrun_changelist")
+        window = buckets.window(self.request.GET.get("window"))
+        task = self.request.GET.get("task") or None
+        chart = rollup.read(window, task, now)
+        data = charts.rows(chart)
+
         by_state: dict[str, dict[str, Any]] = {
             row["state"]: dict(row)
             for row in TaskRun.objects.values("state")
-            .annotate(n=Count("pk"), oldest=Min("created_at"))
+            .annotate(n=Count("pk"), oldest=Min("created_at"), **stuck.aggregates(now))
             .order_by()
         }
         states = [
@@ -276,42 +301,79 @@ class OverviewView(TemplateView):
             else None
             for state in (RunState.PENDING, RunState.QUEUED)
         }
-        failures = list(
-            TaskRun.objects.filter(
-                state=RunState.FAILED, finished_at__gte=now - datetime.timedelta(hours=24)
-            )
-            .values_list("task_name")
-            .annotate(n=Count("pk"))
-            .order_by("-n", "task_name")[:20]
-        )
         relays = [
             {
                 "name": beat.name,
                 "age": admin_display.short_age(beat.last_sweep_at, now),
-                "stale": (now - beat.last_sweep_at).total_seconds() > RELAY_STALE_SECONDS,
+                "stale": (now - beat.last_sweep_at).total_seconds() > stuck.RELAY_STALE_SECONDS,
                 "sweeps": beat.sweeps,
                 "counts": beat.last_counts,
                 "started": beat.started_at,
             }
             for beat in RelayHeartbeat.objects.order_by("-last_sweep_at")[:20]
         ]
+        stuck_rows = stuck.rows(
+            stuck.StuckContext(request=self.request, now=now, changelist_url=changelist_url),
+            by_state,
+            relays,
+        )
+        tasks = [
+            {
+                "name": name,
+                "finished": c.finished,
+                "retried": c.retried,
+                "failed": c.failed,
+                "p50": charts.seconds_text(sketch.quantile(c.latency, 0.5)),
+                "p99": charts.seconds_text(sketch.quantile(c.latency, 0.99)),
+                "query": urlencode({"window": window.key, "task": name}),
+            }
+            for name, c in sorted(
+                chart.by_task.items(), key=lambda item: (-item[1].failed, -item[1].total, item[0])
+            )
+        ]
+        refresh = _refresh(self.request.GET.get("refresh"))
+        title = window.label + (f", task {task}" if task else ", all tasks")
         opts = self.model_admin.model._meta
         return {
             **super().get_context_data(**kwargs),
             **self.model_admin.admin_site.each_context(self.request),
             "title": "Reliable tasks: overview",
             "opts": opts,
+            "window": window,
+            "windows": [
+                {"key": w.key, "label": w.label, "query": _query(w.key, task, refresh)}
+                for w in buckets.WINDOWS.values()
+            ],
+            "task": task,
+            "all_tasks_query": _query(window.key, None, refresh),
+            "refresh": refresh,
+            "refresh_query": _query(window.key, task, None if refresh else 30),
+            "chart_title": title,
+            "attempts_svg": charts.attempts_chart(data, f"attempts, {title}"),
+            "latency_svg": charts.latency_chart(data, f"commit-to-start, {title}"),
+            "rows": data,
+            "totals": {
+                "finished": sum(r.finished for r in data),
+                "retried": sum(r.retried for r in data),
+                "failed": sum(r.failed for r in data),
+            },
+            "tasks": tasks,
+            "live_since": chart.live_since,
+            "stuck": stuck_rows,
             "states": states,
             "total": sum(s["count"] for s in states),
             "oldest_pending": waiting[RunState.PENDING],
             "oldest_queued": waiting[RunState.QUEUED],
-            "failures": failures,
-            "chart": admin_display.bar_chart(failures),
             "relays": relays,
-            "changelist_url": reverse(
-                f"{self.model_admin.admin_site.name}:taskkit_taskrun_changelist"
-            ),
-            "failed_url": reverse(
-                f"{self.model_admin.admin_site.name}:taskkit_failedrun_changelist"
-            ),
+            "changelist_url": changelist_url,
+            "failed_url": reverse(f"{site}:taskkit_failedrun_changelist"),
         }
+
+
+def _query(window: str, task: str | None, refresh: int | None) -> str:
+    params: dict[str, Any] = {"window": window}
+    if task:
+        params["task"] = task
+    if refresh:
+        params["refresh"] = refresh
+    return urlencode(params)

@@ -107,7 +107,12 @@ def _grouped_python(
         TaskAttempt.objects.using(db)
         .filter(finished_at__gte=since, finished_at__lt=until)
         .values_list(
-            "run__task_name", "finished_at", "outcome", "retry_delay", "number", "started_at",
+            "run__task_name",
+            "finished_at",
+            "outcome",
+            "retry_delay",
+            "number",
+            "started_at",
             "run__created_at",
         )
     )
@@ -305,9 +310,9 @@ def read(
     for row_width, start, task_name, finished, failed, retried, latency in fetched:
         if not task_name:
             continue
-        if row_width == width and start < filled:
-            put(task_name, start, Counts(finished, retried, failed, dict(latency or {})))
-        elif row_width == buckets.MINUTE != width and filled <= start < live_since:
+        closed = row_width == width and start < filled
+        bridging = row_width == buckets.MINUTE != width and filled <= start < live_since
+        if closed or bridging:
             put(task_name, start, Counts(finished, retried, failed, dict(latency or {})))
     later = now + datetime.timedelta(days=1)  # workers' clocks may run ahead a little
     for (task_name, number), counts in grouped(width, live_since, later, db).items():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-#: Ratio between the bounds of a bin: the relative error of a percentile is at most √GAMMA − 1.
+#: Ratio between the bounds of a bin: the relative error of a percentile is at most sqrt(GAMMA) - 1.
 GAMMA = 1.1
 _LOG_GAMMA = math.log(GAMMA)
 
