@@ -190,12 +190,12 @@ def _arguments(queryset: QuerySet[Any], search: Search) -> Q:
         raise SearchError(f"argument search is not available on {connection.vendor}")
     # Elsewhere: containment, leaving out every run that has a live sensitive argument.
     field = "kwargs" if name is not None else "args"
-    match = Q()
+    contained = Q()
     for value in search.values:
         for item in (value, {"pk": value}):
             doc = {name: item} if name is not None else [item]
-            match |= Q(**{f"{field}__contains": doc})
-    return match & ~Q(**{"options__has_key": SPEC})
+            contained |= Q(**{f"{field}__contains": doc})
+    return contained & ~Q(**{"options__has_key": SPEC})
 
 
 def filter_for(queryset: QuerySet[Any], search: Search) -> Q:
