@@ -84,6 +84,10 @@ def seconds_text(value: float | None) -> str:
     return f"{value / 60:.1f} min"
 
 
+def _n(value: float) -> str:
+    return f"{value:.1f}"
+
+
 def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
@@ -129,8 +133,8 @@ def _xlabels(data: list[Row]) -> list[SafeString]:
     every = max(1, len(data) // 8)
     return [
         format_html(
-            '<text x="{:.1f}" y="{}" font-size="11" text-anchor="middle">{}</text>',
-            LEFT + slot * (i + 0.5),
+            '<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>',
+            _n(LEFT + slot * (i + 0.5)),
             HEIGHT - 6,
             row.label,
         )
@@ -157,13 +161,13 @@ def attempts_chart(data: list[Row], title: str) -> SafeString:
             y -= h
             body.append(
                 format_html(
-                    '<rect class="taskkit-bar" data-kind="{}" x="{:.1f}" y="{:.1f}" '
-                    'width="{:.1f}" height="{:.1f}" fill="{}"><title>{}: {} {}</title></rect>',
+                    '<rect class="taskkit-bar" data-kind="{}" x="{}" y="{}" '
+                    'width="{}" height="{}" fill="{}"><title>{}: {} {}</title></rect>',
                     kind,
-                    x,
-                    y,
-                    bar,
-                    h,
+                    _n(x),
+                    _n(y),
+                    _n(bar),
+                    _n(h),
                     COLOURS[kind],
                     row.label,
                     n,
@@ -191,11 +195,11 @@ def latency_chart(data: list[Row], title: str) -> SafeString:
             points.append((x, y))
             body.append(
                 format_html(
-                    '<circle class="taskkit-point" data-series="{}" cx="{:.1f}" cy="{:.1f}" '
+                    '<circle class="taskkit-point" data-series="{}" cx="{}" cy="{}" '
                     'r="3" fill="{}"><title>{}: {} {} (of {} first attempts)</title></circle>',
                     name,
-                    x,
-                    y,
+                    _n(x),
+                    _n(y),
                     colour,
                     row.label,
                     name,
