@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from . import stuck
+from .distinct import distinct_values
 
 #: Choices of the recent filters: key -> (label, seconds).
 RECENT = {
@@ -60,12 +61,8 @@ class ErrorClassFilter(admin.SimpleListFilter):
     LIMIT = 50
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = (
-            model_admin.get_queryset(request)
-            .exclude(error_type="")
-            .order_by("error_type")
-            .values_list("error_type", flat=True)
-            .distinct()[: self.LIMIT]
+        names = distinct_values(
+            model_admin.get_queryset(request).exclude(error_type=""), "error_type", self.LIMIT
         )
         return [(name, name.rsplit(".", 1)[-1]) for name in names]
 
@@ -90,3 +87,20 @@ class StuckFilter(admin.SimpleListFilter):
         if condition is None:
             return queryset
         return queryset.filter(condition)
+
+
+class IndexedValuesFilter(admin.AllValuesFieldListFilter):
+    """``AllValuesFieldListFilter`` whose choices come from the column's index
+    (``taskkit.admin.distinct``): used for the task name and the queue."""
+
+    def __init__(
+        self,
+        field: Any,
+        request: HttpRequest,
+        params: Any,
+        model: Any,
+        model_admin: Any,
+        field_path: str,
+    ) -> None:
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.lookup_choices = distinct_values(model_admin.get_queryset(request), field.name)

@@ -182,7 +182,8 @@ def _arguments(queryset: QuerySet[Any], search: Search) -> Q:
             )
         return _raw(
             f"EXISTS (SELECT 1 FROM json_each({table}.args) e WHERE (e.value IN ({marks}) OR "
-            f"CASE WHEN e.type = 'object' THEN json_extract(e.value, '$.pk') END IN ({marks})) AND e.key NOT IN (SELECT s.value FROM "
+            f"CASE WHEN e.type = 'object' THEN json_extract(e.value, '$.pk') END IN ({marks})) "
+            "AND e.key NOT IN (SELECT s.value FROM "
             f"json_each({table}.options, '$.{SPEC}.args') s))",
             [*scalars, *scalars],
         )

@@ -23,8 +23,9 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, Min, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -38,6 +39,7 @@ from ..models import RelayHeartbeat, RunState, TaskRun
 from ..producer import dispatch
 from . import charts, stuck
 from . import display as admin_display
+from .paginator import EXACT_UP_TO, EstimatedCountPaginator
 
 LOG_BATCH = 500
 REASON_MAX = 2000
@@ -279,19 +281,15 @@ class OverviewView(TemplateView):
         chart = rollup.read(window, task, now)
         data = charts.rows(chart)
 
-        by_state: dict[str, dict[str, Any]] = {
-            row["state"]: dict(row)
-            for row in TaskRun.objects.values("state")
-            .annotate(n=Count("pk"), oldest=Min("created_at"), **stuck.aggregates(now))
-            .order_by()
-        }
+        by_state, succeeded_estimated = runs_by_state(now)
         states = [
             {
                 "state": state.value,
                 "count": by_state.get(state.value, {}).get("n", 0),
                 "oldest": admin_display.short_age(by_state[state.value]["oldest"], now)
-                if state.value in by_state
+                if state.value in by_state and by_state[state.value].get("oldest")
                 else "-",
+                "estimated": state == RunState.SUCCEEDED and succeeded_estimated,
             }
             for state in RunState
         ]
@@ -362,12 +360,60 @@ class OverviewView(TemplateView):
             "stuck": stuck_rows,
             "states": states,
             "total": sum(s["count"] for s in states),
+            "total_estimated": succeeded_estimated,
             "oldest_pending": waiting[RunState.PENDING],
             "oldest_queued": waiting[RunState.QUEUED],
             "relays": relays,
             "changelist_url": changelist_url,
             "failed_url": reverse(f"{site}:taskkit_failedrun_changelist"),
         }
+
+
+def runs_by_state(now: Any) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Runs per state (count, oldest) with the stuck-work counts: one grouped statement.
+
+    On PostgreSQL the SUCCEEDED runs (most of a large ledger) are not read: past
+    ``EXACT_UP_TO`` rows their number is the planner's estimate of the table's rows less the
+    other states' exact counts (the flag says so); below it they are counted exactly, in the
+    same statement. Elsewhere every state is counted exactly.
+    """
+    queryset = TaskRun.objects.all()
+    vendor = connections[queryset.db].vendor
+    aggregates: dict[str, Any] = {
+        "n": Count("pk"),
+        "oldest": Min("created_at"),
+        **stuck.aggregates(now),
+    }
+    if vendor != "postgresql":
+        rows = queryset.values("state").annotate(**aggregates).order_by()
+        return {row["state"]: dict(row) for row in rows}, False
+    table = connections[queryset.db].ops.quote_name(TaskRun._meta.db_table)
+    rows_sql = f"(SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('{table}'))"
+    others = [s.value for s in RunState if s != RunState.SUCCEEDED]
+    rows = list(
+        queryset.filter(state__in=others)
+        .values("state")
+        .annotate(
+            **aggregates,
+            table_rows=RawSQL(rows_sql, []),
+            succeeded=RawSQL(
+                f"(SELECT COUNT(*) FROM {table} WHERE state = %s AND {rows_sql} < %s)",
+                [RunState.SUCCEEDED.value, EXACT_UP_TO],
+            ),
+        )
+        .order_by()
+    )
+    by_state = {row["state"]: dict(row) for row in rows}
+    if not rows:  # no run but SUCCEEDED ones (or none): count them, the estimate decides how
+        estimate = EstimatedCountPaginator(TaskRun.objects.order_by(), 1).count
+        return {RunState.SUCCEEDED.value: {"n": estimate}}, estimate > EXACT_UP_TO
+    table_rows = int(rows[0]["table_rows"] or 0)
+    if table_rows < EXACT_UP_TO:
+        by_state[RunState.SUCCEEDED.value] = {"n": int(rows[0]["succeeded"] or 0)}
+        return by_state, False
+    others_total = sum(int(row["n"]) for row in rows)
+    by_state[RunState.SUCCEEDED.value] = {"n": max(0, table_rows - others_total)}
+    return by_state, True
 
 
 def _query(window: str, task: str | None, refresh: int | None) -> str:

@@ -63,7 +63,7 @@ class Counts:
         self.finished += other.finished
         self.retried += other.retried
         self.failed += other.failed
-        self.latency = sketch.merge([self.latency, other.latency])
+        sketch.add_all(self.latency, other.latency)
 
     @property
     def total(self) -> int:

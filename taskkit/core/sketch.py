@@ -37,6 +37,12 @@ def add(sketch: Sketch, bin_: int, count: int = 1) -> None:
     sketch[key] = sketch.get(key, 0) + count
 
 
+def add_all(sketch: Sketch, other: Mapping[str, int]) -> None:
+    """Add ``other`` into ``sketch``, in place."""
+    for key, n in other.items():
+        sketch[key] = sketch.get(key, 0) + n
+
+
 def merge(sketches: Iterable[Mapping[str, int]]) -> Sketch:
     out: Sketch = {}
     for sketch in sketches:

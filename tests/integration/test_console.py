@@ -14,7 +14,14 @@ from django.utils import timezone
 
 from taskkit.admin import stuck
 from taskkit.core import buckets, rollup
-from taskkit.models import AttemptOutcome, AttemptRollup, RelayHeartbeat, RunState, TaskAttempt, TaskRun
+from taskkit.models import (
+    AttemptOutcome,
+    AttemptRollup,
+    RelayHeartbeat,
+    RunState,
+    TaskAttempt,
+    TaskRun,
+)
 from tests.conftest import wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Order
@@ -66,7 +73,11 @@ def attempt(
 
 def minute_ago(now: datetime.datetime, minutes: int) -> datetime.datetime:
     """Half a minute into the bucket ``minutes`` before the one ``now`` falls in."""
-    return buckets.floor(now, 60) - datetime.timedelta(minutes=minutes) + datetime.timedelta(seconds=30)
+    return (
+        buckets.floor(now, 60)
+        - datetime.timedelta(minutes=minutes)
+        + datetime.timedelta(seconds=30)
+    )
 
 
 def numbers(page: str) -> dict[str, tuple[int, int, int]]:
@@ -185,7 +196,8 @@ def test_commit_to_start_percentiles_per_bucket(client, operator):
     assert sketch.quantile(bucket.latency, 0.5) == pytest.approx(1.0, rel=0.05)
     assert sketch.quantile(bucket.latency, 0.99) == pytest.approx(30.0, rel=0.05)
     page = client.get(OVERVIEW).content.decode()
-    assert 'class="taskkit-point" data-series="p99"' in page and "30.0 s" in page or "31" in page
+    assert 'class="taskkit-point" data-series="p99"' in page
+    assert re.search(r"p99 (29|3[01])\.\d s", page)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -203,8 +215,10 @@ def test_an_operator_retry_does_not_shrink_past_failures(worker, client, operato
         FAILED_LIST, {"action": "retry_selected", "index": "0", "_selected_action": [run_id]}
     )
     wait_for(
-        lambda: TaskAttempt.objects.filter(run_id=run_id).count() == 6
-        and TaskRun.objects.filter(pk=run_id, state=RunState.FAILED).exists(),
+        lambda: (
+            TaskAttempt.objects.filter(run_id=run_id).count() == 6
+            and TaskRun.objects.filter(pk=run_id, state=RunState.FAILED).exists()
+        ),
         60,
         what="the retried run to fail again",
     )
@@ -329,7 +343,9 @@ def test_search_finds_each_kind(client, operator, ledger_rows):
         assert listed(client, LIST, q=term) == expected, term
 
 
-def test_search_never_matches_a_sensitive_argument(client, operator, django_capture_on_commit_callbacks):
+def test_search_never_matches_a_sensitive_argument(
+    client, operator, django_capture_on_commit_callbacks
+):
     """A live run's sensitive values are not searchable; its other arguments are."""
     with django_capture_on_commit_callbacks(execute=False):
         secret = tasks.parked_card.delay("ref-77", card="4242424242424242", note="hello")
