@@ -69,6 +69,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 
+
 def _embedded_redis_url() -> str:
     """An embedded redis-server started now, from the checkout's devsupport/ (not in the wheel)."""
     sys.path.insert(0, str(BASE_DIR.parent))  # the checkout's root, where devsupport/ lives

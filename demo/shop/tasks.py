@@ -67,7 +67,9 @@ def send_confirmation(order):
 def create_invoice(order, failure_rate=0.0):
     # atomic=True: the invoice row and SUCCEEDED commit together; a failure after the write
     # below rolls the write back, so the retry starts clean (no half-written invoice).
-    invoice = Invoice.objects.create(order=order, number=f"INV-{order.pk:06d}", total=order.amount)
+    invoice = Invoice.objects.create(
+        order=order, number=f"INV-{order.pk:06d}", total=order.amount
+    )
     if random.random() < failure_rate:
         raise RuntimeError("invoice printer jammed after writing (simulated)")
     return {"invoice": invoice.number}

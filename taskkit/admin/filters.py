@@ -103,4 +103,6 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
         field_path: str,
     ) -> None:
         super().__init__(field, request, params, model, model_admin, field_path)
-        self.lookup_choices = distinct_values(model_admin.get_queryset(request), field.name)
+        self.lookup_choices = distinct_values(  # type: ignore[assignment]
+            model_admin.get_queryset(request), field.name
+        )

@@ -385,12 +385,14 @@ def runs_by_state(now: Any) -> tuple[dict[str, dict[str, Any]], bool]:
         **stuck.aggregates(now),
     }
     if vendor != "postgresql":
-        rows = queryset.values("state").annotate(**aggregates).order_by()
-        return {row["state"]: dict(row) for row in rows}, False
+        exact: list[dict[str, Any]] = list(
+            queryset.values("state").annotate(**aggregates).order_by()  # type: ignore[arg-type]
+        )
+        return {row["state"]: dict(row) for row in exact}, False
     table = connections[queryset.db].ops.quote_name(TaskRun._meta.db_table)
     rows_sql = f"(SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('{table}'))"
     others = [s.value for s in RunState if s != RunState.SUCCEEDED]
-    rows = list(
+    grouped: Any = (
         queryset.filter(state__in=others)
         .values("state")
         .annotate(
@@ -403,6 +405,7 @@ def runs_by_state(now: Any) -> tuple[dict[str, dict[str, Any]], bool]:
         )
         .order_by()
     )
+    rows: list[dict[str, Any]] = list(grouped)
     by_state = {row["state"]: dict(row) for row in rows}
     if not rows:  # no run but SUCCEEDED ones (or none): count them, the estimate decides how
         estimate = EstimatedCountPaginator(TaskRun.objects.order_by(), 1).count

@@ -368,9 +368,9 @@ def test_discard_matching_needs_a_reason(client, operator):
 
 
 def test_overview_shows_states_waiting_age_failures_and_no_relay(client, operator):
-    """The overview counts runs by state, ages the oldest PENDING run, escapes task names.
+    """The overview counts runs by state and ages the oldest PENDING run.
 
-    (Charts over time count attempts: tests/integration/test_console.py.)"""
+    (Charts over time count attempts, and escape task names: tests/integration/test_console.py.)"""
     make_runs(3, task_name=SCRIPT, finished_at=timezone.now())
     make_runs(1, task_name="old.failure", finished_at=timezone.now() - datetime.timedelta(days=2))
     (pending,) = make_runs(1, state=RunState.PENDING)

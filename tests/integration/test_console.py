@@ -146,6 +146,15 @@ def test_a_task_filter_narrows_the_chart_and_the_task_table_lists_every_task(
     assert 'data-task="shop.charge"' in page and 'data-task="shop.ship"' in page
 
 
+def test_task_names_are_escaped(client, operator):
+    """A task name is text wherever the overview shows it (table, links, tooltips)."""
+    script = "<script>alert('x')</script>"
+    attempt(run(task_name=script), 1, AttemptOutcome.SUCCEEDED, minute_ago(timezone.now(), 2))
+    page = client.get(OVERVIEW).content.decode()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+
+
 def test_the_rollup_gives_the_same_charts_as_the_live_count(history):
     """Filling the closed buckets changes no number; a second fill counts nothing again."""
     now = history

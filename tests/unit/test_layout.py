@@ -88,7 +88,9 @@ def parse(path: Path, name: str | None = None) -> Module:
 
 
 def modules() -> list[Module]:
-    return [parse(path) for path in sorted(ROOT.rglob("*.py")) if "migrations" not in path.parts]
+    return [
+        parse(path) for path in sorted(ROOT.rglob("*.py")) if "migrations" not in path.parts
+    ]
 
 
 def imports(module: Module) -> list[tuple[int, str]]:
