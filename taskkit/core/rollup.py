@@ -27,6 +27,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,13 +181,28 @@ def _try_lock(db: str) -> bool:
     return bool(row and row[0])
 
 
-def fill_width(width: int, now: datetime.datetime | None = None, db: str | None = None) -> int:
-    """Count the closed buckets of ``width`` not counted yet; returns how many buckets."""
+#: ``begin(db)``: the context manager a fill's transaction runs in.
+Begin = Callable[[str], AbstractContextManager[Any]]
+
+
+def _atomic(db: str) -> AbstractContextManager[Any]:
+    return transaction.atomic(using=db)
+
+
+def fill_width(
+    width: int,
+    now: datetime.datetime | None = None,
+    db: str | None = None,
+    begin: Begin = _atomic,
+) -> int:
+    """Count the closed buckets of ``width`` not counted yet; returns how many buckets.
+
+    ``begin`` opens the transaction (the relay passes its SQLite-safe IMMEDIATE one)."""
     db = db or db_alias()
     now = now or datetime.datetime.now(tz=buckets.UTC)
     closed = buckets.closed_until(now, width)
     try:
-        with transaction.atomic(using=db):
+        with begin(db):
             if not _try_lock(db):
                 return 0
             since = _filled_until(db, width) or buckets.floor(
@@ -221,17 +238,19 @@ def fill_width(width: int, now: datetime.datetime | None = None, db: str | None 
         return 0
 
 
-def fill(now: datetime.datetime | None = None, db: str | None = None) -> dict[int, int]:
+def fill(
+    now: datetime.datetime | None = None, db: str | None = None, begin: Begin = _atomic
+) -> dict[int, int]:
     """Count every closed bucket not counted yet (minutes, then hours); safe to call anywhere,
     any number of times. Returns buckets counted per width."""
-    return {width: fill_width(width, now, db) for width in (buckets.MINUTE, buckets.HOUR)}
+    return {width: fill_width(width, now, db, begin) for width in (buckets.MINUTE, buckets.HOUR)}
 
 
 _last_fill = 0.0
 _fill_lock = threading.Lock()
 
 
-def fill_if_due() -> None:
+def fill_if_due(begin: Begin = _atomic) -> None:
     """``fill()``, at most every ``FILL_EVERY`` seconds per process; a failure is logged, never
     raised (the relay's sweep must go on)."""
     global _last_fill
@@ -240,9 +259,11 @@ def fill_if_due() -> None:
             return
         _last_fill = time.monotonic()
     try:
-        fill()
-    except Exception:
-        logger.exception("taskkit: counting attempts into the rollup failed; next try later")
+        fill(begin=begin)
+    except Exception as error:  # e.g. "database is locked" on a busy SQLite: next time
+        logger.warning(
+            "taskkit: counting attempts into the rollup failed (%s); next try later", error
+        )
 
 
 # -- read ---------------------------------------------------------------------------------------

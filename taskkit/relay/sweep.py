@@ -473,7 +473,7 @@ def run_forever(interval: float, batch_size: int, should_stop: Any) -> None:
                 logger.info("taskkit relay: %s", result)
             if result.counts["deferred_to_next_sweep"]:
                 pause = 0.0  # more is due: sweep again at once (the heartbeat was written)
-            rollup.fill_if_due()  # the overview's closed buckets (at most every 20 s; never raises)
+            rollup.fill_if_due(write_transaction)  # the overview's buckets (≤ every 20 s; no raise)
         except Exception:
             logger.exception("taskkit relay: sweep failed; retrying in %.1fs", interval)
             connections.close_all()
