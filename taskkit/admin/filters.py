@@ -103,6 +103,7 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
         field_path: str,
     ) -> None:
         super().__init__(field, request, params, model, model_admin, field_path)
-        self.lookup_choices = distinct_values(  # type: ignore[assignment]
-            model_admin.get_queryset(request), field.name
-        )
+        values = distinct_values(model_admin.get_queryset(request), field.name)
+        self.lookup_choices = values  # type: ignore[assignment]
+        if field.name == "task_name":  # the search matches task names among these
+            request.taskkit_task_names = values  # type: ignore[attr-defined]

@@ -181,7 +181,8 @@ class TaskRunAdmin(admin.ModelAdmin):
             search = admin_search.parse(search_term)
             if search is None:
                 return queryset, False
-            return queryset.filter(admin_search.filter_for(queryset, search)), False
+            names = getattr(request, "taskkit_task_names", None)  # the task filter's choices
+            return queryset.filter(admin_search.filter_for(queryset, search, names)), False
         except admin_search.SearchError as error:
             messages.warning(request, f"Search: {error}")
             return queryset.none(), False

@@ -10,8 +10,10 @@ One term, with an optional prefix saying what it is::
     arg:order_id=42          a keyword argument's value; a model argument matches by its pk
     task:billing             text in the task name
 
-Without a prefix a term looks in the run id (if it is hex), the idempotency key, the task name
-and the last error's message at once.
+Without a prefix a hex term (4 to 32 digits) looks in run ids and idempotency keys; any other
+term in the idempotency key, the task name and the last error's message at once. Task names are
+matched among the names there are (the task filter's choices), so the database gets an indexed
+``task_name IN (…)`` rather than a scan.
 
 Arguments are matched by **JSON containment** on PostgreSQL (``args @> '[42]'``, indexed by the
 GIN indexes of migration 0005) and with ``json_each`` / ``json_extract`` on SQLite; on other
@@ -35,6 +37,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from ..core.redaction import SPEC
+from .distinct import distinct_values
 
 KINDS = ("id", "key", "error", "class", "arg", "task", "any")
 _HEX = re.compile(r"^[0-9a-fA-F-]+$")
@@ -199,8 +202,18 @@ def _arguments(queryset: QuerySet[Any], search: Search) -> Q:
     return contained & ~Q(**{"options__has_key": SPEC})
 
 
-def filter_for(queryset: QuerySet[Any], search: Search) -> Q:
-    """The filter of a parsed search on a queryset of runs."""
+def _task_names(queryset: QuerySet[Any], text: str, names: list[str] | None) -> Q:
+    """Task names containing ``text`` (any case), as an indexed ``IN``: the names come from the
+    task filter's choices when given (no extra query), else from the index walk."""
+    if names is None:
+        names = distinct_values(queryset, "task_name")
+    wanted = text.casefold()
+    return Q(task_name__in=[name for name in names if wanted in name.casefold()])
+
+
+def filter_for(queryset: QuerySet[Any], search: Search, task_names: list[str] | None = None) -> Q:
+    """The filter of a parsed search on a queryset of runs (``task_names``: the task names
+    there are, if the caller knows them)."""
     if search.kind == "id":
         low, high = search.id_range or (None, None)
         return Q(pk__gte=low, pk__lte=high)
@@ -213,10 +226,9 @@ def filter_for(queryset: QuerySet[Any], search: Search) -> Q:
     if search.kind == "arg":
         return _arguments(queryset, search)
     if search.kind == "task":
-        return Q(task_name__icontains=search.text)
-    found = Q(idempotency_key=search.text) | Q(task_name__icontains=search.text)
-    found |= _error_text(queryset, search.text)
+        return _task_names(queryset, search.text, task_names)
     id_range = Search("id", search.text).id_range
-    if id_range is not None:
-        found |= Q(pk__gte=id_range[0], pk__lte=id_range[1])
-    return found
+    if id_range is not None:  # hex: a run id (or its start), or a key made of hex
+        return Q(pk__gte=id_range[0], pk__lte=id_range[1]) | Q(idempotency_key=search.text)
+    found = Q(idempotency_key=search.text) | _task_names(queryset, search.text, task_names)
+    return found | _error_text(queryset, search.text)
