@@ -39,6 +39,17 @@ class RunChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet[Any]:
         return super().get_queryset(request, *args, **kwargs).defer(*HEAVY_COLUMNS)
 
+    def get_results(self, request: HttpRequest) -> None:
+        """The page's runs, and each one's last error for the full-width row under it
+        (``admin/taskkit/change_list_results.html``)."""
+        super().get_results(request)
+        self.taskkit_errors = [
+            admin_display.error_summary(run.error_type, run.error_message)
+            if run.error_type
+            else ""
+            for run in self.result_list
+        ]
+
 
 STATE_COLOURS = {
     "SUCCEEDED": "#2a7d2a",
@@ -83,8 +94,7 @@ class TaskRunAdmin(admin.ModelAdmin):
         "attempts",
         "idempotency_key",
         "age",
-        "last_error",
-    ]
+    ]  # the last error: a full-width row under each run (RunChangeList.taskkit_errors)
     list_display_links = None
     list_filter = [
         "state",
