@@ -104,8 +104,8 @@ def _ledger() -> None:
     TaskAttempt.objects.bulk_create(attempts, batch_size=5000)
 
 
-def _measure(client: Client, url: str) -> list[tuple[int, float]]:
-    """(queries, ms) of the first load and of a repeat."""
+def _measure(client: Client, url: str) -> list[tuple[int, float, float]]:
+    """(queries, server ms, of which SQL ms) of the first load and of a repeat."""
     out = []
     for _ in range(2):
         with CaptureQueriesContext(connection) as queries:
@@ -113,7 +113,8 @@ def _measure(client: Client, url: str) -> list[tuple[int, float]]:
             response = client.get(url)
             elapsed = time.perf_counter() - started
         assert response.status_code == 200, url
-        out.append((len(queries), elapsed * 1000))
+        sql = sum(float(q["time"]) for q in queries.captured_queries) * 1000
+        out.append((len(queries), elapsed * 1000, sql))
     return out
 
 
@@ -158,7 +159,7 @@ def test_console_pages_at_100k_runs_500k_attempts():
     warm["overview 7d one task"] = overview + "?window=7d&task=bench.task_3"
 
     print(f"\n{RUNS} runs, {attempts} attempts on {connection.vendor} (built in {built:.0f} s)")
-    print(f"  {'page':28} {'first':>16} {'repeat':>16}")
+    print(f"  {'page':28} {'first: queries, ms (SQL ms)':>28} {'repeat':>28}")
     results = {}
     for name, url in cold.items():
         results[name] = _measure(client, url)
@@ -170,8 +171,11 @@ def test_console_pages_at_100k_runs_500k_attempts():
     fill_again = time.perf_counter() - fill_again_started
     for name, url in {**warm, **pages}.items():
         results[name] = _measure(client, url)
-    for name, ((q1, ms1), (q2, ms2)) in results.items():
-        print(f"  {name:28} {q1:2} q {ms1:8.1f} ms {q2:2} q {ms2:8.1f} ms")
+    for name, ((q1, ms1, sql1), (q2, ms2, sql2)) in results.items():
+        print(
+            f"  {name:28} {q1:2} q {ms1:7.1f} ms ({sql1:6.1f}) {q2:2} q {ms2:7.1f} ms ({sql2:6.1f})"
+        )
+    print(f"  load average while measuring: {os.getloadavg()}")
     print(
         f"  rollup backfill (relay, once): {fill_seconds * 1000:.0f} ms for {filled}; "
         f"a fill with nothing new: {fill_again * 1000:.1f} ms"
