@@ -408,7 +408,7 @@ def runs_by_state(now: Any) -> tuple[dict[str, dict[str, Any]], bool]:
     rows: list[dict[str, Any]] = list(grouped)
     by_state = {row["state"]: dict(row) for row in rows}
     if not rows:  # no run but SUCCEEDED ones (or none): count them, the estimate decides how
-        estimate = EstimatedCountPaginator(TaskRun.objects.order_by(), 1).count
+        estimate = EstimatedCountPaginator(TaskRun.objects.order_by("pk"), 1).count
         return {RunState.SUCCEEDED.value: {"n": estimate}}, estimate > EXACT_UP_TO
     table_rows = int(rows[0]["table_rows"] or 0)
     if table_rows < EXACT_UP_TO:
