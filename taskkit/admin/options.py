@@ -44,9 +44,7 @@ class RunChangeList(ChangeList):
         (``admin/taskkit/change_list_results.html``)."""
         super().get_results(request)
         self.taskkit_errors = [
-            admin_display.error_summary(run.error_type, run.error_message)
-            if run.error_type
-            else ""
+            admin_display.error_summary(run.error_type, run.error_message) if run.error_type else ""
             for run in self.result_list
         ]
 
