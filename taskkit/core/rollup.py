@@ -323,10 +323,20 @@ def read(
     if minute_markers and filled >= bridge:
         live_since = _contiguous(minute_markers, filled, buckets.MINUTE)
 
-    data: Grouped = {}
+    starts = window.starts(now)
+    numbers = {buckets.index(s, width): i for i, s in enumerate(starts)}
+    newest = buckets.index(starts[-1], width)
+    totals = [Counts() for _ in starts]
+    by_task: dict[str, Counts] = {}
 
     def put(task_name: str, moment: datetime.datetime, counts: Counts) -> None:
-        data.setdefault((task_name, buckets.index(moment, width)), Counts()).add(counts)
+        number = buckets.index(moment, width)
+        i = numbers.get(number, len(starts) - 1 if number > newest else None)
+        if i is None:
+            return
+        by_task.setdefault(task_name, Counts()).add(counts)
+        if task is None or task_name == task:
+            totals[i].add(counts)
 
     for row_width, start, task_name, finished, failed, retried, latency in fetched:
         if not task_name:
@@ -334,21 +344,8 @@ def read(
         closed = row_width == width and start < filled
         bridging = row_width == buckets.MINUTE != width and filled <= start < live_since
         if closed or bridging:
-            put(task_name, start, Counts(finished, retried, failed, dict(latency or {})))
+            put(task_name, start, Counts(finished, retried, failed, latency or {}))
     later = now + datetime.timedelta(days=1)  # workers' clocks may run ahead a little
     for (task_name, number), counts in grouped(width, live_since, later, db).items():
         put(task_name, buckets.start_of(number, width), counts)
-
-    starts = window.starts(now)
-    numbers = {buckets.index(s, width): i for i, s in enumerate(starts)}
-    totals = [Counts() for _ in starts]
-    by_task: dict[str, Counts] = {}
-    last = len(starts) - 1
-    for (task_name, number), counts in data.items():
-        i = numbers.get(number, last if number > buckets.index(starts[-1], width) else None)
-        if i is None:
-            continue
-        by_task.setdefault(task_name, Counts()).add(counts)
-        if task is None or task_name == task:
-            totals[i].add(counts)
     return Chart(window, starts, totals, by_task, task, live_since)
