@@ -129,6 +129,12 @@ class TaskRun(models.Model):
                 name="taskkit_run_unregistered",
                 condition=Q(unregistered_since__isnull=False),
             ),
+            # The overview's stuck-work panel and the lists' "stuck" and error-class filters.
+            models.Index(fields=["state", "queued_at"], name="taskkit_run_state_queued"),
+            models.Index(fields=["state", "lease_until"], name="taskkit_run_state_lease"),
+            models.Index(
+                fields=["error_type"], name="taskkit_run_error_type", condition=~Q(error_type="")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -157,6 +163,10 @@ class TaskAttempt(models.Model):
     class Meta:
         verbose_name = "task attempt"
         ordering = ["run", "number"]
+        indexes = [
+            # The overview's charts: attempts that ended in a time range.
+            models.Index(fields=["finished_at"], name="taskkit_attempt_finished"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["run", "number"], name="taskkit_attempt_unique_number"),
         ]
@@ -221,3 +231,38 @@ class RelayHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"relay {self.name} at {self.last_sweep_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AttemptRollup(models.Model):
+    """Attempts per task and closed time bucket, counted once, read by the admin's overview.
+
+    Filled by ``taskkit.core.rollup`` (the relay's sweep) for buckets that closed; a row with an
+    empty ``task_name`` marks its bucket as filled. Never written on a run's path.
+    """
+
+    width = models.PositiveIntegerField(help_text="Bucket width in seconds (60 or 3600).")
+    start = models.DateTimeField(help_text="Start of the bucket (UTC).")
+    task_name = models.CharField(
+        max_length=255, blank=True, help_text="Empty: the marker saying the bucket is filled."
+    )
+    finished = models.PositiveIntegerField(default=0, help_text="Attempts that succeeded.")
+    failed = models.PositiveIntegerField(
+        default=0, help_text="Attempts that failed and ended their run (no retry scheduled)."
+    )
+    retried = models.PositiveIntegerField(
+        default=0, help_text="Attempts that failed and were followed by a scheduled retry."
+    )
+    latency = models.JSONField(
+        default=dict, blank=True, help_text="Commit-to-start sketch of first attempts."
+    )
+
+    class Meta:
+        verbose_name = "attempt rollup"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["width", "start", "task_name"], name="taskkit_rollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name or 'filled'} {self.start:%Y-%m-%d %H:%M} /{self.width}s"

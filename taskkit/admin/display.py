@@ -185,6 +185,25 @@ def one_line(text: str, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def error_summary(kind: str, message: str, limit: int = 300) -> SafeString:
+    """The last error for a list: one line (class and the message's first line), and the whole
+    message on demand (``<details>``). The traceback is on the run's page."""
+    short_type = kind.rsplit(".", 1)[-1]
+    line = one_line(f"{short_type}: {message}", limit)
+    full = _printable(message.strip())
+    if full == line[len(short_type) + 2 :] or not full:
+        return format_html(
+            '<span class="taskkit-error-line" title="{}">{}</span>', kind, _printable(line)
+        )
+    return format_html(
+        '<details class="taskkit-error"><summary class="taskkit-error-line" title="{}">{}'
+        '</summary><pre class="taskkit-error-full">{}</pre></details>',
+        kind,
+        _printable(line),
+        full,
+    )
+
+
 def short_age(since: datetime.datetime | None, now: datetime.datetime | None = None) -> str:
     """``since`` as a compact age: 42s, 7m, 3h, 2d."""
     if since is None:
@@ -251,45 +270,4 @@ def attempt_timeline(attempts: Iterable[Any], actions: Iterable[Any] = ()) -> Sa
         "<th>duration</th><th>worker</th><th>next retry in</th><th>error</th></tr></thead>"
         "<tbody>{}</tbody></table>",
         join(row[2] for row in rows),
-    )
-
-
-def bar_chart(counts: list[tuple[str, int]], width: int = 480, bar: int = 18) -> SafeString:
-    """A horizontal bar chart as inline SVG (no JavaScript): one labelled bar per (name, count)."""
-    if not counts:
-        return format_html("{}", "No failures in the last 24 hours.")
-    label_width = 260
-    top = max(count for _, count in counts) or 1
-    gap = 6
-    height = len(counts) * (bar + gap) + gap
-    bars = []
-    for i, (name, count) in enumerate(counts):
-        y = gap + i * (bar + gap)
-        length = max(1, round((width - label_width - 50) * count / top))
-        bars.append(
-            format_html(
-                '<g class="taskkit-bar"><title>{}: {}</title>'
-                '<text x="{}" y="{}" text-anchor="end" font-size="12">{}</text>'
-                '<rect x="{}" y="{}" width="{}" height="{}" fill="#ba2121"></rect>'
-                '<text x="{}" y="{}" font-size="12">{}</text></g>',
-                name,
-                count,
-                label_width - 6,
-                y + bar - 5,
-                one_line(name, 40),
-                label_width,
-                y,
-                length,
-                bar,
-                label_width + length + 4,
-                y + bar - 5,
-                count,
-            )
-        )
-    return format_html(
-        '<svg class="taskkit-chart" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" '
-        'role="img" aria-label="failures per task, last 24 hours">{}</svg>',
-        width,
-        height,
-        join(bars),
     )

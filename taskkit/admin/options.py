@@ -10,10 +10,9 @@ the confirmation pages are in ``taskkit.admin.views``.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.options import ShowFacets
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
@@ -27,7 +26,9 @@ from ..core.conf import settings
 from ..core.exceptions import TaskNotRegistered
 from ..models import FailedRun, RunState, TaskRun
 from . import display as admin_display
+from . import filters as admin_filters
 from . import run_page
+from . import search as admin_search
 from . import views as admin_views
 from .paginator import EstimatedCountPaginator
 
@@ -38,6 +39,15 @@ HEAVY_COLUMNS = ("args", "kwargs", "options", "result", "error_traceback")
 class RunChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet[Any]:
         return super().get_queryset(request, *args, **kwargs).defer(*HEAVY_COLUMNS)
+
+    def get_results(self, request: HttpRequest) -> None:
+        """The page's runs, and each one's last error for the full-width row under it
+        (``admin/taskkit/change_list_results.html``)."""
+        super().get_results(request)
+        self.taskkit_errors = [
+            admin_display.error_summary(run.error_type, run.error_message) if run.error_type else ""
+            for run in self.result_list
+        ]
 
 
 STATE_COLOURS = {
@@ -84,19 +94,24 @@ class TaskRunAdmin(admin.ModelAdmin):
         "attempts",
         "idempotency_key",
         "age",
-        "last_error",
-    ]
+    ]  # the last error: a full-width row under each run (RunChangeList.taskkit_errors)
     list_display_links = None
     list_filter = [
         "state",
-        ("task_name", admin.AllValuesFieldListFilter),
-        ("queue", admin.AllValuesFieldListFilter),
+        admin_filters.RecentFilter,
+        admin_filters.StuckFilter,
+        ("task_name", admin_filters.IndexedValuesFilter),
+        ("queue", admin_filters.IndexedValuesFilter),
+        admin_filters.ErrorClassFilter,
         ("created_at", admin.DateFieldListFilter),
         ("finished_at", admin.DateFieldListFilter),
         UnregisteredTaskFilter,
     ]
-    search_fields = ["=idempotency_key", "task_name"]
-    search_help_text = "A run id finds that run; other text matches idempotency keys and names."
+    search_fields = ["=idempotency_key", "task_name"]  # shows the box; the search is ours
+    search_help_text = (
+        "A run id or its first 8 characters; key:…, error:…, class:…, arg:42, arg:name=value, "
+        "task:…; plain text looks in ids, keys, task names and error messages."
+    )
     ordering = ["-created_at"]
     list_select_related = False  # no foreign keys on the list: one query for the page
     list_per_page = 50
@@ -178,12 +193,17 @@ class TaskRunAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        """A run id is looked up by primary key (indexed); anything else by the search fields."""
+        """The search box: run id (prefix), key, error text / class, arguments, task name
+        (``taskkit.admin.search``); one indexed condition, never a duplicate row."""
         try:
-            run_id = uuid.UUID(search_term.strip())
-        except ValueError:
-            return super().get_search_results(request, queryset, search_term)
-        return queryset.filter(pk=run_id), False
+            search = admin_search.parse(search_term)
+            if search is None:
+                return queryset, False
+            names = getattr(request, "taskkit_task_names", None)  # the task filter's choices
+            return queryset.filter(admin_search.filter_for(queryset, search, names)), False
+        except admin_search.SearchError as error:
+            messages.warning(request, f"Search: {error}")
+            return queryset.none(), False
 
     # -- columns -------------------------------------------------------------------------------
 
@@ -213,8 +233,7 @@ class TaskRunAdmin(admin.ModelAdmin):
     def last_error(self, obj: TaskRun) -> str:
         if not obj.error_type:
             return ""
-        short_type = obj.error_type.rsplit(".", 1)[-1]
-        return admin_display.one_line(f"{short_type}: {obj.error_message}")
+        return admin_display.error_summary(obj.error_type, obj.error_message)
 
     # -- detail --------------------------------------------------------------------------------
 
@@ -356,7 +375,14 @@ def format_html_join_pipe(parts: list[SafeString]) -> SafeString:
 class FailedRunAdmin(TaskRunAdmin):
     """FAILED runs only: the operators' landing page."""
 
-    list_filter = [f for f in TaskRunAdmin.list_filter if f != "state"]
+    list_filter = [
+        admin_filters.RecentlyFinishedFilter,
+        *(
+            f
+            for f in TaskRunAdmin.list_filter
+            if f not in ("state", admin_filters.RecentFilter, admin_filters.StuckFilter)
+        ),
+    ]
 
 
 admin.site.register(TaskRun, TaskRunAdmin)

@@ -14,7 +14,6 @@ per 500 runs (10k runs: 20 statements), and every message says how many runs the
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -24,24 +23,26 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, Min, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.views.generic import TemplateView
 
-from ..core import ledger
+from ..core import buckets, ledger, rollup, sketch
 from ..core.db import db_alias
 from ..models import RelayHeartbeat, RunState, TaskRun
 from ..producer import dispatch
+from . import charts, stuck
 from . import display as admin_display
+from .paginator import EXACT_UP_TO, EstimatedCountPaginator
 
 LOG_BATCH = 500
 REASON_MAX = 2000
-#: A relay whose last sweep is older than this is shown as stale on the overview.
-RELAY_STALE_SECONDS = 120
 
 
 def log_operator_action(request: HttpRequest, run_ids: list[Any], message: str) -> int:
@@ -241,8 +242,27 @@ def task_result_url(admin_site: Any, run_id: Any) -> str | None:
         return None
 
 
+#: Bounds of the overview's ``?refresh=N`` (seconds).
+REFRESH_MIN, REFRESH_MAX = 5, 3600
+
+
+def _refresh(value: str | None) -> int | None:
+    try:
+        seconds = int(value or "")
+    except ValueError:
+        return None
+    return min(max(seconds, REFRESH_MIN), REFRESH_MAX) if seconds > 0 else None
+
+
 class OverviewView(TemplateView):
-    """Runs by state, oldest waiting run, failures per task in 24 h, relay heartbeats."""
+    """Attempts over time (finished, retried, failed; commit-to-start p50/p99) for the last
+    hour, 24 hours or 7 days, all tasks or one; stuck work; runs by state; relays.
+
+    Statements, whatever the ledger's size: the rollup's closed buckets and the open part of the
+    window (``taskkit.core.rollup.read``: two), runs by state with the stuck-work counts (one
+    grouped statement), relay heartbeats (one), plus one per stuck-work provider. Query string:
+    ``window`` (1h, 24h, 7d), ``task``, ``refresh`` (seconds; the page reloads itself).
+    """
 
     model_admin: Any = None
     template_name = "admin/taskkit/overview.html"
@@ -254,19 +274,22 @@ class OverviewView(TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         now = timezone.now()
-        by_state: dict[str, dict[str, Any]] = {
-            row["state"]: dict(row)
-            for row in TaskRun.objects.values("state")
-            .annotate(n=Count("pk"), oldest=Min("created_at"))
-            .order_by()
-        }
+        site = self.model_admin.admin_site.name
+        changelist_url = reverse(f"{site}:taskkit_taskrun_changelist")
+        window = buckets.window(self.request.GET.get("window"))
+        task = self.request.GET.get("task") or None
+        chart = rollup.read(window, task, now)
+        data = charts.rows(chart)
+
+        by_state, succeeded_estimated = runs_by_state(now)
         states = [
             {
                 "state": state.value,
                 "count": by_state.get(state.value, {}).get("n", 0),
                 "oldest": admin_display.short_age(by_state[state.value]["oldest"], now)
-                if state.value in by_state
+                if state.value in by_state and by_state[state.value].get("oldest")
                 else "-",
+                "estimated": state == RunState.SUCCEEDED and succeeded_estimated,
             }
             for state in RunState
         ]
@@ -276,42 +299,135 @@ class OverviewView(TemplateView):
             else None
             for state in (RunState.PENDING, RunState.QUEUED)
         }
-        failures = list(
-            TaskRun.objects.filter(
-                state=RunState.FAILED, finished_at__gte=now - datetime.timedelta(hours=24)
-            )
-            .values_list("task_name")
-            .annotate(n=Count("pk"))
-            .order_by("-n", "task_name")[:20]
-        )
         relays = [
             {
                 "name": beat.name,
                 "age": admin_display.short_age(beat.last_sweep_at, now),
-                "stale": (now - beat.last_sweep_at).total_seconds() > RELAY_STALE_SECONDS,
+                "stale": (now - beat.last_sweep_at).total_seconds() > stuck.RELAY_STALE_SECONDS,
                 "sweeps": beat.sweeps,
                 "counts": beat.last_counts,
                 "started": beat.started_at,
             }
             for beat in RelayHeartbeat.objects.order_by("-last_sweep_at")[:20]
         ]
+        stuck_rows = stuck.rows(
+            stuck.StuckContext(
+                request=self.request,
+                now=now,
+                changelist_url=changelist_url,
+                extra={"site": site},
+            ),
+            by_state,
+            relays,
+        )
+        tasks = [
+            {
+                "name": name,
+                "finished": c.finished,
+                "retried": c.retried,
+                "failed": c.failed,
+                "p50": charts.seconds_text(sketch.quantile(c.latency, 0.5)),
+                "p99": charts.seconds_text(sketch.quantile(c.latency, 0.99)),
+                "query": urlencode({"window": window.key, "task": name}),
+            }
+            for name, c in sorted(
+                chart.by_task.items(), key=lambda item: (-item[1].failed, -item[1].total, item[0])
+            )
+        ]
+        refresh = _refresh(self.request.GET.get("refresh"))
+        title = window.label + (f", task {task}" if task else ", all tasks")
         opts = self.model_admin.model._meta
         return {
             **super().get_context_data(**kwargs),
             **self.model_admin.admin_site.each_context(self.request),
             "title": "Reliable tasks: overview",
             "opts": opts,
+            "window": window,
+            "windows": [
+                {"key": w.key, "label": w.label, "query": _query(w.key, task, refresh)}
+                for w in buckets.WINDOWS.values()
+            ],
+            "task": task,
+            "all_tasks_query": _query(window.key, None, refresh),
+            "refresh": refresh,
+            "refresh_query": _query(window.key, task, None if refresh else 30),
+            "chart_title": title,
+            "attempts_svg": charts.attempts_chart(data, f"attempts, {title}"),
+            "latency_svg": charts.latency_chart(data, f"commit-to-start, {title}"),
+            "rows": data,
+            "totals": {
+                "finished": sum(r.finished for r in data),
+                "retried": sum(r.retried for r in data),
+                "failed": sum(r.failed for r in data),
+            },
+            "tasks": tasks,
+            "live_since": chart.live_since,
+            "stuck": stuck_rows,
             "states": states,
             "total": sum(s["count"] for s in states),
+            "total_estimated": succeeded_estimated,
             "oldest_pending": waiting[RunState.PENDING],
             "oldest_queued": waiting[RunState.QUEUED],
-            "failures": failures,
-            "chart": admin_display.bar_chart(failures),
             "relays": relays,
-            "changelist_url": reverse(
-                f"{self.model_admin.admin_site.name}:taskkit_taskrun_changelist"
-            ),
-            "failed_url": reverse(
-                f"{self.model_admin.admin_site.name}:taskkit_failedrun_changelist"
-            ),
+            "changelist_url": changelist_url,
+            "failed_url": reverse(f"{site}:taskkit_failedrun_changelist"),
         }
+
+
+def runs_by_state(now: Any) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Runs per state (count, oldest) with the stuck-work counts: one grouped statement.
+
+    On PostgreSQL the SUCCEEDED runs (most of a large ledger) are not read: past
+    ``EXACT_UP_TO`` rows their number is the planner's estimate of the table's rows less the
+    other states' exact counts (the flag says so); below it they are counted exactly, in the
+    same statement. Elsewhere every state is counted exactly.
+    """
+    queryset = TaskRun.objects.all()
+    vendor = connections[queryset.db].vendor
+    aggregates: dict[str, Any] = {
+        "n": Count("pk"),
+        "oldest": Min("created_at"),
+        **stuck.aggregates(now),
+    }
+    if vendor != "postgresql":
+        exact: list[dict[str, Any]] = list(
+            queryset.values("state").annotate(**aggregates).order_by()  # type: ignore[arg-type]
+        )
+        return {row["state"]: dict(row) for row in exact}, False
+    table = connections[queryset.db].ops.quote_name(TaskRun._meta.db_table)
+    rows_sql = f"(SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('{table}'))"
+    others = [s.value for s in RunState if s != RunState.SUCCEEDED]
+    grouped: Any = (
+        queryset.filter(state__in=others)
+        .values("state")
+        .annotate(
+            **aggregates,
+            table_rows=RawSQL(rows_sql, []),
+            succeeded=RawSQL(
+                f"(SELECT COUNT(*) FROM {table} WHERE state = %s AND {rows_sql} < %s)",
+                [RunState.SUCCEEDED.value, EXACT_UP_TO],
+            ),
+        )
+        .order_by()
+    )
+    rows: list[dict[str, Any]] = list(grouped)
+    by_state = {row["state"]: dict(row) for row in rows}
+    if not rows:  # no run but SUCCEEDED ones (or none): count them, the estimate decides how
+        estimate = EstimatedCountPaginator(TaskRun.objects.order_by("pk"), 1).count
+        return {RunState.SUCCEEDED.value: {"n": estimate}}, estimate > EXACT_UP_TO
+    table_rows = int(rows[0]["table_rows"] or 0)
+    if table_rows < EXACT_UP_TO:
+        by_state[RunState.SUCCEEDED.value] = {"n": int(rows[0]["succeeded"] or 0)}
+        return by_state, False
+    others_total = sum(int(row["n"]) for row in rows)
+    by_state[RunState.SUCCEEDED.value] = {"n": max(0, table_rows - others_total)}
+    return by_state, True
+
+
+def _query(window: str, task: str | None, refresh: int | None) -> str:
+    params: dict[str, Any] = {"window": window}
+    if task:
+        params["task"] = task
+    if refresh:
+        params["refresh"] = refresh
+    return urlencode(params)

@@ -20,6 +20,10 @@ The ledger is the source of truth; the relay makes it so. Each sweep, in batches
 Runs of a **paused** task or queue (``taskkit.pause_task`` / ``pause_queue``) are not published:
 they stay due in the ledger and go out in the first sweep after the pause ends.
 
+Between sweeps, ``run_forever`` also counts the attempts of closed time buckets into the
+overview's rollup (``taskkit.core.rollup.fill_if_due``: at most every 20 s, idempotent, one relay
+at a time).
+
 Rows are taken with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL) and stamped QUEUED in a short
 transaction, so relays running at once never publish the same row in one sweep; no lock is held
 while talking to the broker. On SQLite that transaction begins IMMEDIATE (it takes the write lock,
@@ -62,7 +66,7 @@ from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from ..core import headers, ledger, signals
+from ..core import headers, ledger, rollup, signals
 from ..core.conf import settings
 from ..core.db import db_alias
 from ..core.exceptions import TaskNotRegistered
@@ -481,6 +485,7 @@ def run_forever(interval: float, batch_size: int, should_stop: Any) -> None:
                 logger.info("taskkit relay: %s", result)
             if result.counts["deferred_to_next_sweep"]:
                 pause = 0.0  # more is due: sweep again at once (the heartbeat was written)
+            rollup.fill_if_due(write_transaction)  # the overview's buckets (≤ every 20 s; no raise)
         except Exception:
             logger.exception("taskkit relay: sweep failed; retrying in %.1fs", interval)
             connections.close_all()
