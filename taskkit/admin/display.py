@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from ..core.serialization import MAX_DEPTH, TAG
+from ..core.serialization import MAX_DEPTH, TAG, stored_timedelta
 
 #: ``(model label, pk) -> URL or None``: where a model reference links to.
 Linker = Callable[[str, Any], str | None]
@@ -127,15 +127,8 @@ def _tagged(value: dict[str, Any], link: Linker) -> SafeString | None:
             return format_html('<a class="taskkit-ref" href="{}">{}</a>', url, text)
         return format_html('<span class="taskkit-ref">{}</span>', text)
     if tag == "timedelta":
-        try:
-            delta = datetime.timedelta(
-                days=value.get("days", 0),
-                seconds=value.get("seconds", 0),
-                microseconds=value.get("microseconds", 0),
-            )
-        except (TypeError, ValueError, OverflowError):
-            return None
-        return format_html("timedelta({})", str(delta))
+        delta = stored_timedelta(value)
+        return None if delta is None else format_html("timedelta({})", str(delta))
     inner = value.get("value")
     if not isinstance(tag, str) or isinstance(inner, dict | list):
         return None

@@ -18,14 +18,13 @@ after the parent ended still names it. Everything here is pure: no database, no 
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import redaction
-from .serialization import TAG
+from .serialization import TAG, stored_timedelta
 
 #: Keys of ``TaskRun.options`` naming the run that dispatched this one, and the root of its tree.
 PARENT = "parent_id"
@@ -149,15 +148,8 @@ def _tagged(value: dict[str, Any]) -> str:
             pk = pk.get("value")
         return f"<{value.get('model')} #{pk}>"
     if tag == "timedelta":
-        try:
-            delta = datetime.timedelta(
-                days=value.get("days", 0),
-                seconds=value.get("seconds", 0),
-                microseconds=value.get("microseconds", 0),
-            )
-        except (TypeError, ValueError, OverflowError):
-            return "timedelta(?)"
-        return f"timedelta({str(delta)!r})"
+        delta = stored_timedelta(value)
+        return "timedelta(?)" if delta is None else f"timedelta({str(delta)!r})"
     return f"{tag}({value.get('value')!r})"
 
 

@@ -255,6 +255,19 @@ def _refuse_redacted(value: Mapping[str, Any]) -> Any:
     )
 
 
+def stored_timedelta(value: Mapping[str, Any]) -> datetime.timedelta | None:
+    """The ``timedelta`` a stored tag holds, or ``None`` if no timedelta can be made of it: for
+    displays (the admin, Flower's ``argsrepr``), which show what they can and never raise."""
+    try:
+        return datetime.timedelta(
+            days=value.get("days", 0),
+            seconds=value.get("seconds", 0),
+            microseconds=value.get("microseconds", 0),
+        )
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 _DECODERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "decimal": lambda v: decimal.Decimal(v["value"]),
     "uuid": lambda v: uuid.UUID(v["value"]),
