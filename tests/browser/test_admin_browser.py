@@ -74,6 +74,22 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def log_in(driver, live_server, username: str, password: str) -> None:
+    """Log in through the admin's form and wait until the admin's index has loaded: a click on
+    submit does not wait for the POST's answer, and a page opened before it lands on the login
+    form (no session cookie yet) — what a busy machine showed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{live_server.url}/admin/login/?next=/admin/")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(driver, 60).until(
+        lambda d: "/login/" not in d.current_url and d.find_elements(By.ID, "user-tools")
+    )
+
+
 def shot(driver, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
@@ -89,10 +105,7 @@ def test_operator_retries_a_failed_task_in_a_real_browser(worker, live_server, b
     assert finished(run_id).state == RunState.FAILED
     Effect.objects.create(kind="flag:browser")  # the cause is fixed; now the operator retries
 
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("operator")
-    browser.find_element(By.NAME, "password").send_keys("s3cret-pw")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    log_in(browser, live_server, "operator", "s3cret-pw")
     browser.find_element(By.LINK_TEXT, "Failed tasks").click()
     assert "fails_until_flag" in browser.page_source
     shot(browser, "01-failed-tasks")

@@ -67,13 +67,9 @@ def _ledger() -> TaskRun:
 
 
 def _login(browser, live_server) -> None:
-    from selenium.webdriver.common.by import By
 
     User.objects.create_superuser("oncall", "oncall@example.com", "s3cret-pw")
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("oncall")
-    browser.find_element(By.NAME, "password").send_keys("s3cret-pw")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    test_admin_browser.log_in(browser, live_server, "oncall", "s3cret-pw")
 
 
 def test_overview_charts_stuck_work_and_a_search_in_a_real_browser(live_server, browser):
@@ -85,7 +81,9 @@ def test_overview_charts_stuck_work_and_a_search_in_a_real_browser(live_server, 
     _login(browser, live_server)
     browser.get(f"{live_server.url}/admin/taskkit/taskrun/overview/")
     bars = browser.find_elements(By.CSS_SELECTOR, ".taskkit-attempts-chart rect.taskkit-bar")
-    assert len(bars) > 30
+    if len(bars) <= 30:
+        shot(browser, "console-overview-FAILED")
+    assert len(bars) > 30, (browser.current_url, browser.title, len(bars))
     tooltip = bars[0].find_element(By.TAG_NAME, "title").get_attribute("textContent")
     assert tooltip.split(": ", 1)[1].split()[1] in ("finished", "retried", "failed")
     assert browser.find_elements(By.CSS_SELECTOR, ".taskkit-latency-chart circle.taskkit-point")

@@ -24,13 +24,9 @@ pytestmark = [
 
 
 def log_in(browser, live_server) -> None:
-    from selenium.webdriver.common.by import By
 
     User.objects.create_superuser("operator", "op@example.com", "s3cret-pw")
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("operator")
-    browser.find_element(By.NAME, "password").send_keys("s3cret-pw")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    admin_browser.log_in(browser, live_server, "operator", "s3cret-pw")
 
 
 def open_run(browser, live_server, run_id) -> None:
