@@ -15,6 +15,7 @@ admin like any other. ``get_result()`` reads the ledger (``taskkit.backends.resu
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import uuid
@@ -106,15 +107,20 @@ class TaskkitBackend(BaseTaskBackend):
             run_options["priority"] = broker_priority
         if task.run_after is not None:
             run_options["eta"] = task.run_after
-        handle = dispatch(
-            reliable.spec,
-            tuple(args),
-            kwargs,
-            run_options,
-            annotate={META: _meta(task, self.alias)},
-        )
         db = db_alias()
-        run = TaskRun.objects.using(db).get(pk=handle.id)  # in the caller's transaction
+        # The result is the run as enqueued, read before it is published: outside a transaction
+        # on_commit would publish inside dispatch, and a fast worker could be running it by the
+        # time it is read. Inside the caller's transaction the publish waits for its commit.
+        outside = not transaction.get_connection(db).in_atomic_block
+        with transaction.atomic(using=db) if outside else contextlib.nullcontext():
+            handle = dispatch(
+                reliable.spec,
+                tuple(args),
+                kwargs,
+                run_options,
+                annotate={META: _meta(task, self.alias)},
+            )
+            run = TaskRun.objects.using(db).get(pk=handle.id)
         result = results.task_result(run, [], task, self.alias)
         sender = type(self)
         transaction.on_commit(lambda: bridge.send(task_enqueued, sender, result), using=db)
