@@ -7,27 +7,17 @@ from __future__ import annotations
 
 import datetime
 
-import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from taskkit.core import buckets
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
 from tests.browser import test_admin_browser
-from tests.browser.test_admin_browser import CHROMEDRIVER, CHROMIUM, shot
+from tests.browser.test_admin_browser import shot
 
 browser = test_admin_browser.browser  # the Chromium fixture
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="needs Debian's chromium and chromium-driver: "
-        "apt-get install -y chromium chromium-driver (CI installs them)",
-    ),
-]
+pytestmark = test_admin_browser.pytestmark  # Chromium needed; transactional; 120 s
 
 
 def _ledger() -> TaskRun:
