@@ -61,12 +61,30 @@ _KINDS = [
 ]
 
 
+_PREPARE = re.compile(r"^PREPARE (\w+) AS (.*)", re.S)
+_EXECUTE = re.compile(r"^EXECUTE (\w+)")
+
+
+def _kind(sql: str) -> str:
+    return next((k for k, pattern in _KINDS if pattern.search(sql)), "other: " + sql[:40])
+
+
 class QueryCounter:
+    """Counts statements by kind; a prepared statement's ``EXECUTE`` counts as the kind of the
+    text its ``PREPARE`` gave (``taskkit.core.prepared``), the ``PREPARE`` itself apart."""
+
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.prepared: dict[str, str] = {}
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        kind = next((k for k, pattern in _KINDS if pattern.search(sql)), "other: " + sql[:40])
+        if prepare := _PREPARE.match(sql):
+            self.prepared[prepare.group(1)] = _kind(prepare.group(2))
+            kind = "prepare (once per session)"
+        elif run := _EXECUTE.match(sql):
+            kind = self.prepared.get(run.group(1), "other: " + sql[:40])
+        else:
+            kind = _kind(sql)
         self.counts[kind] += 1
         return execute(sql, params, many, context)
 
@@ -127,7 +145,7 @@ def install_in_worker_child() -> None:
             counter.counts.clear()
 
     if os.environ.get("BENCH_PROFILE"):
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)  # CPU, not waits
         profiler.enable()
 
         @signals.worker_process_shutdown.connect(weak=False)

@@ -51,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "ADOPT": True,
     # Largest JSON form of a result stored in the ledger, in bytes; larger results are not stored.
     "MAX_RESULT_BYTES": 1024 * 1024,
+    # PostgreSQL: workers prepare their claim and the statement that ends an attempt once per
+    # database session (half the server CPU per run). A session that loses them (a
+    # transaction-pooling proxy such as PgBouncer in transaction mode) is detected and the
+    # process stops preparing; False never prepares.
+    "PREPARED_STATEMENTS": True,
 }
 
 
@@ -132,6 +137,10 @@ class TaskkitSettings:
     @property
     def ADOPT(self) -> bool:
         return bool(self._get("ADOPT"))
+
+    @property
+    def PREPARED_STATEMENTS(self) -> bool:
+        return bool(self._get("PREPARED_STATEMENTS"))
 
     @property
     def MAX_RESULT_BYTES(self) -> int:

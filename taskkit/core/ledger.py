@@ -34,7 +34,7 @@ from ..models import (
     TaskPause,
     TaskRun,
 )
-from . import redaction, sql
+from . import prepared, redaction, sql
 from .db import db_alias
 from .policy import RetryDecision
 
@@ -191,9 +191,7 @@ def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) 
         PauseKind.TASK,
         PauseKind.QUEUE,
     ]
-    with connections[db].cursor() as cursor:
-        cursor.execute(statement, params)
-        row = cursor.fetchone()
+    row = prepared.fetchone(db, statement, params)
     if row is None:
         return None
     run = sql.instance_from_row(TaskRun, db, row)
@@ -349,9 +347,7 @@ def _finish(
             attempt,
             _upsert_parts(row, now),
         )
-        with connections[db].cursor() as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchone() is not None
+        return prepared.fetchone(db, statement, params) is not None
     with transaction.atomic(using=db):
         won = _held(c).update(**changes)
         if won:
@@ -794,8 +790,15 @@ def lose_unregistered(c: Claim, error: ErrorInfo, give_up: bool) -> str | None:
 
 
 def create_run(run: TaskRun) -> None:
-    """Dispatch: insert a new PENDING run (no key), in the caller's transaction."""
-    run.save(using=db_alias(), force_insert=True)
+    """Dispatch: insert a new PENDING run (no key), in the caller's transaction: one cached
+    ``INSERT`` (as ``save(force_insert=True)`` would send, without its per-call compilation and
+    its model signals: nothing listens to a run's ``post_save``; ``run_dispatched`` is the
+    signal)."""
+    db = db_alias()
+    statement, params = sql.insert_statement(db, run)
+    with connections[db].cursor() as cursor:
+        cursor.execute(statement, params)
+    run._state.adding, run._state.db = False, db
 
 
 def create_runs(runs: list[TaskRun], *, ignore_conflicts: bool = False) -> None:

@@ -29,6 +29,7 @@ def can_update_and_insert_in_one(db: str) -> bool:
     return connections[db].vendor == "postgresql"
 
 
+@functools.lru_cache(maxsize=512)
 def _field(model: type[Model], name: str) -> Field[Any, Any]:
     field = model._meta.get_field(name)
     assert isinstance(field, Field)
@@ -37,6 +38,12 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
 
 def prep(model: type[Model], db: str, name: str, value: Any) -> Any:
     return _field(model, name).get_db_prep_save(value, connections[db])
+
+
+def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
+    """``prep`` of each ``(name, value)`` of ``values``, the connection looked up once."""
+    connection = connections[db]
+    return [_field(model, name).get_db_prep_save(value, connection) for name, value in values]
 
 
 def column(model: type[Model], db: str, name: str) -> str:
@@ -60,16 +67,29 @@ def instance_from_row(model: type[Model], db: str, row: Sequence[Any]) -> Any:
     """Build a model instance from a row of ``returning_columns``, converting values as the ORM
     compiler does (e.g. SQLite datetimes and UUIDs, JSON)."""
     connection = connections[db]
-    values = []
-    for field, value in zip(model._meta.concrete_fields, row, strict=True):
-        expression = field.get_col(model._meta.db_table)
-        converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(
-            connection
-        )
-        for convert in converters:
-            value = convert(value, expression, connection)
-        values.append(value)
-    return model.from_db(db, [f.attname for f in model._meta.concrete_fields], values)
+    names, converters = _converters(model, connection)
+    values = list(row)
+    for index, expression, convert in converters:
+        values[index] = convert(values[index], expression, connection)
+    return model.from_db(db, names, values)
+
+
+def _converters(model: type[Model], connection: Any) -> tuple[list[str], list[Any]]:
+    """The attribute names of ``model``'s concrete fields and, for ``connection``, the converters
+    the ORM's compiler applies to each column read: ``(column index, expression, converter)``.
+    Computed once per model and connection (a worker reads every claimed run through it)."""
+    cache = connection.__dict__.setdefault("_taskkit_converters", {})
+    found = cache.get(model)
+    if found is None:
+        converters = []
+        for index, field in enumerate(model._meta.concrete_fields):
+            expression = field.get_col(model._meta.db_table)
+            for convert in connection.ops.get_db_converters(
+                expression
+            ) + expression.get_db_converters(connection):
+                converters.append((index, expression, convert))
+        found = cache[model] = ([f.attname for f in model._meta.concrete_fields], converters)
+    return found
 
 
 def _attempt_fields(model: type[Model], skip: str) -> list[Field[Any, Any]]:
@@ -79,6 +99,26 @@ def _attempt_fields(model: type[Model], skip: str) -> list[Field[Any, Any]]:
         for f in model._meta.concrete_fields
         if not f.primary_key and f.name != skip and isinstance(f, Field)
     ]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_text(db: str, model: type[Model]) -> str:
+    fields = model._meta.concrete_fields
+    columns = ", ".join(quote(db, f.column) for f in fields)
+    return f"INSERT INTO {table(model, db)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+
+
+def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
+    """``INSERT`` of ``instance`` (every concrete field, its primary key set by the caller), its
+    values prepared as ``save()`` prepares them (``auto_now_add`` filled in on the instance), in
+    one cached text: dispatch's insert without the ORM's per-call compilation."""
+    model = type(instance)
+    connection = connections[db]
+    params = [
+        f.get_db_prep_save(f.pre_save(instance, True), connection)
+        for f in model._meta.concrete_fields
+    ]
+    return _insert_text(db, model), params
 
 
 Upsert = tuple[type[Model], dict[str, Any], tuple[str, ...], str]
@@ -120,7 +160,7 @@ def upsert_statement(
     CTE's name) the row is inserted once per row of ``source``: none if it is empty."""
     names = tuple(values)
     statement = _upsert_text(db, model, names, tuple(insert_only), key, source)
-    return statement, [prep(model, db, name, values[name]) for name in names]
+    return statement, prep_all(model, db, values.items())
 
 
 @functools.lru_cache(maxsize=256)
@@ -133,7 +173,7 @@ def _finish_text(
     upsert: tuple[Any, ...] | None,
 ) -> str:
     sets = ", ".join(f"{column(model, db, name)} = %s" for name in changes)
-    where = " AND ".join(f"{column(model, db, name)} = %s" for name in held)
+    where = " AND ".join(f"{_opaque(model, db, name)} = %s" for name in held)
     pk = column(model, db, "id")
     fk = _foreign_key(attempt_model, model)
     fields = _attempt_fields(attempt_model, fk.name)
@@ -147,6 +187,20 @@ def _finish_text(
         return statement + insert_attempt + " RETURNING 1"
     row_statement = _upsert_text(db, *upsert, source="won")
     return statement + f", attempt AS ({insert_attempt}) {row_statement} RETURNING 1"
+
+
+def _opaque(model: type[Model], db: str, name: str) -> str:
+    """Column ``name`` as a condition the planner cannot serve from an index, unless it is the
+    primary key: an attempt ends by primary key, never by walking the index of its state (which
+    a backlog's dead rows make long; PostgreSQL chose it, measured)."""
+    field = _field(model, name)
+    if field.primary_key:
+        return column(model, db, name)
+    if field.get_internal_type() in ("CharField", "TextField"):
+        return f"{column(model, db, name)} || ''"
+    if field.get_internal_type() in ("IntegerField", "PositiveIntegerField", "BigIntegerField"):
+        return f"{column(model, db, name)} + 0"
+    return column(model, db, name)
 
 
 def _foreign_key(model: type[Model], to: type[Model]) -> Field[Any, Any]:
@@ -177,13 +231,13 @@ def finish_statement(
     attempt_model = type(attempt)
     statement = _finish_text(db, model, tuple(changes), tuple(held), attempt_model, shape)
     connection = connections[db]
-    params = [prep(model, db, name, value) for name, value in changes.items()]
-    params += [prep(model, db, name, value) for name, value in held.items()]
+    params = prep_all(model, db, changes.items())
+    params += prep_all(model, db, held.items())
     fk = _foreign_key(attempt_model, model)
     params += [
         f.get_db_prep_save(getattr(attempt, f.attname), connection)
         for f in _attempt_fields(attempt_model, fk.name)
     ]
     if upsert is not None:
-        params += [prep(upsert[0], db, name, value) for name, value in upsert[1].items()]
+        params += prep_all(upsert[0], db, upsert[1].items())
     return statement, params

@@ -1,0 +1,122 @@
+"""The worker's claim and the end of an attempt are prepared once per PostgreSQL session
+(``taskkit.core.prepared``): one ``EXECUTE`` each afterwards, recovered when the session forgot
+them, given up (plain text, one warning) when a session keeps forgetting them, never inside a
+transaction, and never with ``TASKKIT_PREPARED_STATEMENTS = False``. Against the real database."""
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from taskkit.core import ledger, prepared
+from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def postgres_only() -> Iterator[None]:
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are used on PostgreSQL only (DATABASE_URL=postgres://…)")
+    prepared.reset()
+    yield
+    prepared.reset()
+
+
+def _run_and_claim(label: str) -> ledger.Claim:
+    run_id = uuid.UUID(tasks.parked.delay(label).id)
+    claim = ledger.claim_by_id(run_id, tasks.parked.name, "host:1", 60)
+    assert claim is not None
+    return claim
+
+
+def _sent(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"].split("(")[0].split(" AS ")[0] for q in queries]
+
+
+def _session_names() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def test_claim_and_finish_are_prepared_once_then_executed(clean_broker):
+    connection.close()  # a new session: nothing prepared yet
+    with CaptureQueriesContext(connection) as first:
+        claim = _run_and_claim("first")
+        assert ledger.succeed(claim, 1) is True
+    prepares = [q for q in first if q["sql"].startswith("PREPARE taskkit_")]
+    executes = [q for q in first if q["sql"].startswith("EXECUTE taskkit_")]
+    assert len(prepares) == 2 and len(executes) == 2, _sent(first)
+    names = {q["sql"].split()[1] for q in prepares}
+    assert names <= _session_names()
+
+    with CaptureQueriesContext(connection) as second:
+        claim = _run_and_claim("second")
+        assert ledger.succeed(claim, 2) is True
+    sent = _sent(second)
+    assert sum(s.startswith("EXECUTE taskkit_") for s in sent) == 2, sent
+    assert not any(s.startswith(("PREPARE", "UPDATE", "WITH")) for s in sent), sent
+    run = TaskRun.objects.get(pk=claim.run.pk)
+    assert run.state == RunState.SUCCEEDED and run.result == 2
+    assert TaskAttempt.objects.get(run=run).outcome == AttemptOutcome.SUCCEEDED
+
+
+def test_a_session_that_forgot_them_prepares_them_again(clean_broker):
+    claim = _run_and_claim("warm")
+    assert ledger.succeed(claim, 0) is True
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a proxy's reset, or another server session, does
+    with CaptureQueriesContext(connection) as queries:
+        claim = _run_and_claim("after the reset")
+        assert ledger.succeed(claim, 1) is True
+    sent = _sent(queries)
+    # each statement: EXECUTE (unknown: an error), PREPARE, EXECUTE
+    assert sum(s.startswith("PREPARE taskkit_") for s in sent) == 2, sent
+    assert TaskRun.objects.get(pk=claim.run.pk).state == RunState.SUCCEEDED
+    assert not prepared._given_up
+
+
+def test_a_session_that_keeps_forgetting_them_gets_plain_statements(clean_broker, caplog):
+    """A transaction-pooling proxy hands each statement to another server session: simulated by
+    forgetting every prepared statement before each EXECUTE. Nothing is lost or done twice."""
+
+    def forget(execute, sql, params, many, context):
+        if sql.startswith("EXECUTE taskkit_"):
+            with connection.connection.cursor() as raw:
+                raw.execute("DEALLOCATE ALL")
+        return execute(sql, params, many, context)
+
+    caplog.set_level(logging.WARNING, logger="taskkit.prepared")
+    with connection.execute_wrapper(forget):
+        claim = _run_and_claim("pooled")
+        assert ledger.succeed(claim, "done") is True
+        with CaptureQueriesContext(connection) as later:
+            claim2 = _run_and_claim("pooled, later")
+            assert ledger.fail(
+                claim2, ledger.ErrorInfo.from_exception(ValueError("x")), None
+            ) == (RunState.FAILED)
+    assert prepared._given_up
+    warnings = [r for r in caplog.records if "transaction-pooling proxy" in r.getMessage()]
+    assert len(warnings) == 1
+    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(later)), _sent(later)
+    first, second = TaskRun.objects.get(pk=claim.run.pk), TaskRun.objects.get(pk=claim2.run.pk)
+    assert (first.state, first.result, first.attempts) == (RunState.SUCCEEDED, "done", 1)
+    assert (second.state, second.attempts) == (RunState.FAILED, 1)
+    assert TaskAttempt.objects.filter(run_id__in=[first.pk, second.pk]).count() == 2
+
+
+def test_inside_a_transaction_and_when_turned_off_the_text_is_sent(clean_broker):
+    with CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():  # an atomic task ends its attempt inside its transaction
+            claim = _run_and_claim("atomic")
+            assert ledger.succeed(claim, 1) is True
+        with override_settings(TASKKIT_PREPARED_STATEMENTS=False):
+            claim = _run_and_claim("off")
+            assert ledger.succeed(claim, 2) is True
+    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(queries)), _sent(queries)
+    assert TaskRun.objects.filter(state=RunState.SUCCEEDED).count() == 2
