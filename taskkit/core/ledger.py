@@ -227,10 +227,14 @@ def _claim_text(db: str) -> str:
     )
 
 
-def _held(c: Claim) -> Any:
-    return TaskRun.objects.using(db_alias()).filter(
-        pk=c.run.pk, state=RunState.RUNNING, attempts=c.attempt, claimed_by=c.worker
-    )
+def _holder(c: Claim) -> dict[str, Any]:
+    """The row of a held claim: the run, still RUNNING the claim's attempt for its worker."""
+    return {
+        "id": c.run.pk,
+        "state": RunState.RUNNING,
+        "attempts": c.attempt,
+        "claimed_by": c.worker,
+    }
 
 
 def _attempt(
@@ -338,25 +342,20 @@ def _finish(
             db,
             TaskRun,
             changes,
-            {
-                "id": c.run.pk,
-                "state": RunState.RUNNING,
-                "attempts": c.attempt,
-                "claimed_by": c.worker,
-            },
+            _holder(c),
             attempt,
             _upsert_parts(row, now),
         )
         return prepared.fetchone(db, statement, params) is not None
-    with transaction.atomic(using=db):
-        won = _held(c).update(**changes)
-        if won:
-            attempt.save(using=db)
-            if row is not None:
-                statement, params = sql.upsert_statement(db, *_upsert_parts(row, now))
-                with connections[db].cursor() as cursor:
-                    cursor.execute(statement, params)
-    return bool(won)
+    update = sql.update_statement(db, TaskRun, changes, _holder(c))
+    with transaction.atomic(using=db), connections[db].cursor() as cursor:
+        cursor.execute(*update)
+        if cursor.rowcount != 1:
+            return False
+        cursor.execute(*sql.insert_statement(db, attempt))
+        if row is not None:
+            cursor.execute(*sql.upsert_statement(db, *_upsert_parts(row, now)))
+    return True
 
 
 def _upsert_parts(row: ResultRow | None, now: datetime.datetime) -> Any:

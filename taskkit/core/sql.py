@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connections
+from django.db import connections, models
 from django.db.models import Field, Model
 
 
@@ -41,9 +41,32 @@ def prep(model: type[Model], db: str, name: str, value: Any) -> Any:
 
 
 def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
-    """``prep`` of each ``(name, value)`` of ``values``, the connection looked up once."""
+    """``prep`` of each ``(name, value)`` of ``values``, the connection looked up once; a value
+    the field would pass through unchanged (a ``str`` for a text field, an ``int`` for an integer
+    field, ``None`` for a field of Django's own that is not JSON) is not sent through it."""
     connection = connections[db]
-    return [_field(model, name).get_db_prep_save(value, connection) for name, value in values]
+    out = []
+    for name, value in values:
+        field = _field(model, name)
+        if type(value) in _AS_IS.get(type(field), ()):
+            out.append(value)
+        else:
+            out.append(field.get_db_prep_save(value, connection))
+    return out
+
+
+_NONE = type(None)
+#: Django's own field classes (exactly these, not subclasses) and the value types each stores
+#: unchanged: ``get_db_prep_save`` returns such a value as it is.
+_AS_IS: dict[type[Any], tuple[type[Any], ...]] = {
+    models.CharField: (str, _NONE),
+    models.TextField: (str, _NONE),
+    models.IntegerField: (int, _NONE),
+    models.PositiveIntegerField: (int, _NONE),
+    models.FloatField: (float, _NONE),
+    models.DateTimeField: (_NONE,),
+    models.UUIDField: (_NONE,),
+}
 
 
 def column(model: type[Model], db: str, name: str) -> str:
@@ -102,23 +125,31 @@ def _attempt_fields(model: type[Model], skip: str) -> list[Field[Any, Any]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_text(db: str, model: type[Model]) -> str:
-    fields = model._meta.concrete_fields
+def _insert_text(db: str, model: type[Model], with_pk: bool) -> str:
+    fields = _inserted_fields(model, with_pk)
     columns = ", ".join(quote(db, f.column) for f in fields)
     return f"INSERT INTO {table(model, db)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
 
 
+def _inserted_fields(model: type[Model], with_pk: bool) -> list[Field[Any, Any]]:
+    """The concrete fields an insert names: all of them, or all but an automatic primary key
+    the database numbers (an attempt's ``id``)."""
+    auto = model._meta.auto_field
+    return [f for f in model._meta.concrete_fields if with_pk or f is not auto]
+
+
 def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
-    """``INSERT`` of ``instance`` (every concrete field, its primary key set by the caller), its
+    """``INSERT`` of ``instance`` (an automatic primary key left to the database when unset), its
     values prepared as ``save()`` prepares them (``auto_now_add`` filled in on the instance), in
-    one cached text: dispatch's insert without the ORM's per-call compilation."""
+    one cached text: an insert without the ORM's per-call compilation."""
     model = type(instance)
     connection = connections[db]
+    with_pk = model._meta.auto_field is None or instance.pk is not None
     params = [
         f.get_db_prep_save(f.pre_save(instance, True), connection)
-        for f in model._meta.concrete_fields
+        for f in _inserted_fields(model, with_pk)
     ]
-    return _insert_text(db, model), params
+    return _insert_text(db, model, with_pk), params
 
 
 Upsert = tuple[type[Model], dict[str, Any], tuple[str, ...], str]
@@ -187,6 +218,25 @@ def _finish_text(
         return statement + insert_attempt + " RETURNING 1"
     row_statement = _upsert_text(db, *upsert, source="won")
     return statement + f", attempt AS ({insert_attempt}) {row_statement} RETURNING 1"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_text(
+    db: str, model: type[Model], changes: tuple[str, ...], held: tuple[str, ...]
+) -> str:
+    sets = ", ".join(f"{column(model, db, name)} = %s" for name in changes)
+    where = " AND ".join(f"{_opaque(model, db, name)} = %s" for name in held)
+    return f"UPDATE {table(model, db)} SET {sets} WHERE {where}"
+
+
+def update_statement(
+    db: str, model: type[Model], changes: dict[str, Any], held: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """``UPDATE`` of the row that still matches ``held`` (its primary key among them) with
+    ``changes``, in a text built once per shape: the ORM's ``filter(**held).update(**changes)``
+    without its per-call compilation."""
+    statement = _update_text(db, model, tuple(changes), tuple(held))
+    return statement, prep_all(model, db, changes.items()) + prep_all(model, db, held.items())
 
 
 def _opaque(model: type[Model], db: str, name: str) -> str:
