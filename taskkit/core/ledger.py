@@ -174,20 +174,26 @@ def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) 
     db = db_alias()
     now = timezone.now()
 
-    def p(name: str, value: Any) -> Any:
-        return sql.prep(TaskRun, db, name, value)
-
+    at, lease, key = sql.prep_all(
+        TaskRun,
+        db,
+        [
+            ("started_at", now),
+            ("lease_until", now + datetime.timedelta(seconds=lease_seconds)),
+            ("id", run_id),
+        ],
+    )
     statement = _claim_text(db)
     params = [
         RunState.RUNNING,
-        p("first_started_at", now),
-        p("started_at", now),
-        p("lease_until", now + datetime.timedelta(seconds=lease_seconds)),
+        at,  # first_started_at, if not set yet
+        at,  # started_at
+        lease,
         worker,
-        p("id", run_id),
+        key,
         task_name,
         *sorted(CLAIMABLE_STATES),
-        p("not_before", now),
+        at,  # not_before
         PauseKind.TASK,
         PauseKind.QUEUE,
     ]

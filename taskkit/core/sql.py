@@ -145,10 +145,12 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
     model = type(instance)
     connection = connections[db]
     with_pk = model._meta.auto_field is None or instance.pk is not None
-    params = [
-        f.get_db_prep_save(f.pre_save(instance, True), connection)
-        for f in _inserted_fields(model, with_pk)
-    ]
+    params = []
+    for field in _inserted_fields(model, with_pk):
+        value = field.pre_save(instance, True)
+        if type(value) not in _AS_IS.get(type(field), ()):
+            value = field.get_db_prep_save(value, connection)
+        params.append(value)
     return _insert_text(db, model, with_pk), params
 
 
