@@ -146,12 +146,22 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
     connection = connections[db]
     with_pk = model._meta.auto_field is None or instance.pk is not None
     params = []
-    for field in _inserted_fields(model, with_pk):
-        value = field.pre_save(instance, True)
-        if type(value) not in _AS_IS.get(type(field), ()):
+    for field, attname, as_is, own_pre_save in _insert_plan(model, with_pk):
+        value = field.pre_save(instance, True) if own_pre_save else getattr(instance, attname)
+        if type(value) not in as_is:
             value = field.get_db_prep_save(value, connection)
         params.append(value)
     return _insert_text(db, model, with_pk), params
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_plan(model: type[Model], with_pk: bool) -> list[tuple[Any, str, Any, bool]]:
+    """Per inserted field: the field, its attribute, the value types it stores as they are, and
+    whether its ``pre_save`` does more than read the attribute (``auto_now_add``)."""
+    return [
+        (f, f.attname, _AS_IS.get(type(f), ()), type(f).pre_save is not Field.pre_save)
+        for f in _inserted_fields(model, with_pk)
+    ]
 
 
 Upsert = tuple[type[Model], dict[str, Any], tuple[str, ...], str]
