@@ -14,7 +14,9 @@ does not know (the proxy moved the connection to another server session, or rese
 prepared again and executed once more; if the name is unknown again, this process stops
 preparing and sends the plain text from then on, with one warning. Inside a transaction (an
 atomic task's end) the plain text is sent: a failed ``EXECUTE`` would abort the caller's
-transaction. ``TASKKIT_PREPARED_STATEMENTS = False`` sends the plain text everywhere.
+transaction. With Django's server-side binding (``OPTIONS["server_side_binding"]``) the plain
+text is sent too (psycopg prepares it itself if ``prepare_threshold`` says so).
+``TASKKIT_PREPARED_STATEMENTS = False`` sends the plain text everywhere.
 """
 
 from __future__ import annotations
@@ -88,11 +90,15 @@ def fetchone(db: str, text: str, params: Sequence[Any]) -> tuple[Any, ...] | Non
 
 
 def _can_prepare(connection: Any) -> bool:
+    """PostgreSQL, autocommit, not given up, not turned off, and Django's client-side binding:
+    with ``OPTIONS["server_side_binding"]`` the parameters of ``EXECUTE name(…)`` would be sent
+    apart, and PostgreSQL refuses parameters in ``EXECUTE``'s own argument list."""
     return (
         connection.vendor == "postgresql"
         and not connection.in_atomic_block
         and not _given_up
         and settings.PREPARED_STATEMENTS
+        and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
     )
 
 

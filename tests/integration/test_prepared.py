@@ -6,6 +6,7 @@ transaction, and never with ``TASKKIT_PREPARED_STATEMENTS = False``. Against the
 import logging
 import uuid
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 from django.db import connection, transaction
@@ -120,3 +121,22 @@ def test_inside_a_transaction_and_when_turned_off_the_text_is_sent(clean_broker)
             assert ledger.succeed(claim, 2) is True
     assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(queries)), _sent(queries)
     assert TaskRun.objects.filter(state=RunState.SUCCEEDED).count() == 2
+
+
+def test_a_connection_with_server_side_binding_gets_the_text(clean_broker):
+    """PostgreSQL refuses bound parameters in EXECUTE's argument list, so a connection set up
+    with Django's server-side binding is never sent one."""
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as raw:  # what server-side binding sends
+        raw.execute("PREPARE taskkit_probe AS SELECT $1::int")
+        with pytest.raises(psycopg.errors.UndefinedParameter):
+            raw.execute("EXECUTE taskkit_probe(%s)", (1,))
+        raw.execute("DEALLOCATE taskkit_probe")
+    binding = mock.patch.dict(connection.settings_dict["OPTIONS"], {"server_side_binding": True})
+    with binding, CaptureQueriesContext(connection) as queries:
+        claim = _run_and_claim("server-side binding")
+        assert ledger.succeed(claim, 3) is True
+    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(queries)), _sent(queries)
+    assert TaskRun.objects.get(pk=claim.run.pk).result == 3

@@ -1,0 +1,159 @@
+"""The worker's database work per run, alone: ``python -m bench.hotpath [runs] [--modes ...]``.
+
+No broker, no worker: in this one process, ``runs`` QUEUED runs are claimed and ended the way a
+worker does it (``ledger.claim_by_id`` + ``ledger.succeed`` with its TaskResult row), and, for
+comparison, the same number of TaskResult rows are stored the way django-celery-results does it
+(``TaskResult.objects.store_result``). Per run it prints the wall time, this process's CPU, and
+on PostgreSQL the server backend's CPU (read from ``/proc``; "-" when the server is not local)
+and the WAL written. It isolates what a drain mixes with Celery's own work and two processes
+sharing two cores.
+
+The database is ``BENCH_DATABASE_URL`` (``bench.settings``; default the bench's SQLite file).
+Example, the figures in docs/benchmarks.md:
+
+    BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/taskkit_bench python -m bench.hotpath
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+import django
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from django_celery_results.models import TaskResult  # noqa: E402
+
+from taskkit.core import ledger  # noqa: E402
+from taskkit.models import RunState, TaskRun  # noqa: E402
+
+TASK = "bench.benchapp.tasks.reliable_noop"
+TABLES = ["taskkit_taskattempt", "taskkit_taskrun", "django_celery_results_taskresult"]
+
+
+def result_fields(run_id: Any) -> dict[str, Any]:
+    """A TaskResult row as a worker with ``result_extended`` writes it for a no-op task."""
+    return {
+        "content_encoding": "utf-8",
+        "content_type": "application/json",
+        "meta": '{"children": []}',
+        "result": "1",
+        "status": "SUCCESS",
+        "task_id": str(run_id),
+        "traceback": None,
+        "task_name": TASK,
+        "task_args": "(1,)",
+        "task_kwargs": "{}",
+        "worker": "bench@host",
+        "periodic_task_name": None,
+    }
+
+
+def backend_pid() -> int | None:
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
+
+
+def cpu(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wal() -> int:
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        return int(cursor.fetchone()[0])
+
+
+def reset(runs: int) -> list[uuid.UUID]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"TRUNCATE {', '.join(TABLES)}")
+        else:
+            for table in TABLES:
+                cursor.execute(f"DELETE FROM {table}")
+    now = timezone.now()
+    ids = [uuid.uuid4() for _ in range(runs)]
+    TaskRun.objects.bulk_create(
+        TaskRun(id=run_id, task_name=TASK, queue="bench", args=[i], kwargs={},
+                options={"queue": "bench"}, state=RunState.QUEUED, created_at=now, queued_at=now)
+        for i, run_id in enumerate(ids)
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    return ids
+
+
+def taskkit(run_id: uuid.UUID) -> None:
+    claim = ledger.claim_by_id(run_id, TASK, "bench@host:1", 300)
+    assert claim is not None
+    row = ledger.ResultRow(model=TaskResult, fields=result_fields(run_id))
+    assert ledger.succeed(claim, 1, row)
+
+
+def django_celery_results(run_id: uuid.UUID) -> None:
+    TaskResult.objects.store_result(**result_fields(run_id))
+
+
+MODES = {"taskkit": taskkit, "django-celery-results": django_celery_results}
+
+
+def measure(mode: str, runs: int) -> dict[str, float]:
+    ids = reset(runs)
+    pid = backend_pid()
+    step = MODES[mode]
+    wal0, server0, client0, wall0 = wal(), cpu(pid), time.process_time(), time.perf_counter()
+    for run_id in ids:
+        step(run_id)
+    wall1, client1, server1, wal1 = time.perf_counter(), time.process_time(), cpu(pid), wal()
+    return {
+        "wall_ms": 1000 * (wall1 - wall0) / runs,
+        "client_ms": 1000 * (client1 - client0) / runs,
+        "server_ms": 1000 * (server1 - server0) / runs if pid else float("nan"),
+        "wal_bytes": (wal1 - wal0) / runs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__)
+    parser.add_argument("runs", type=int, nargs="?", default=3000)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, each mode once (default 2)")
+    args = parser.parse_args()
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    print(f"{connection.vendor}, {args.runs} runs per measurement, per run:")
+    print("| round | mode | wall ms | this process CPU ms | server CPU ms | WAL bytes |")
+    print("|---|---|---|---|---|---|")
+    for r in range(args.rounds):
+        order = list(MODES) if r % 2 == 0 else list(MODES)[::-1]
+        for mode in order:
+            m = measure(mode, args.runs)
+            server = "-" if m["server_ms"] != m["server_ms"] else f"{m['server_ms']:.2f}"
+            written = f"{m['wal_bytes']:.0f}" if connection.vendor == "postgresql" else "-"
+            print(
+                f"| {r + 1} | {mode} | {m['wall_ms']:.2f} | {m['client_ms']:.2f} | {server} | "
+                f"{written} |",
+                flush=True,
+            )
+    reset(0)
+
+
+if __name__ == "__main__":
+    main()
