@@ -72,15 +72,21 @@ def log(message: str) -> None:
     print(f"[{connection.vendor}] {message}", file=sys.stderr, flush=True)
 
 
-def reset() -> None:
-    tables = ["taskkit_taskattempt", "taskkit_taskrun", "django_celery_results_taskresult"]
-    tables.append(Item._meta.db_table)
+#: The tables a measurement fills: the ledger's and django-celery-results' rows.
+TABLES = ["taskkit_taskattempt", "taskkit_taskrun", "django_celery_results_taskresult"]
+
+
+def empty(tables: list[str]) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(tables)}")
         else:
             for table in tables:
                 cursor.execute(f"DELETE FROM {table}")
+
+
+def reset() -> None:
+    empty([*TABLES, Item._meta.db_table])
     r = redis_client()
     r.delete(HOLD, QUEUE, DONE, "unacked", "unacked_index", "bench:queries")
     stamps = list(r.scan_iter(f"{FIRST}*")) + list(r.scan_iter(f"{LAST}*"))

@@ -34,11 +34,11 @@ from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django_celery_results.models import TaskResult  # noqa: E402
 
+from bench.client import TABLES, empty  # noqa: E402
 from taskkit.core import ledger  # noqa: E402
 from taskkit.models import RunState, TaskRun  # noqa: E402
 
 TASK = "bench.benchapp.tasks.reliable_noop"
-TABLES = ["taskkit_taskattempt", "taskkit_taskrun", "django_celery_results_taskresult"]
 
 
 def result_fields(run_id: Any) -> dict[str, Any]:
@@ -84,12 +84,7 @@ def wal() -> int:
 
 
 def reset(runs: int) -> list[uuid.UUID]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"TRUNCATE {', '.join(TABLES)}")
-        else:
-            for table in TABLES:
-                cursor.execute(f"DELETE FROM {table}")
+    empty(TABLES)
     now = timezone.now()
     ids = [uuid.uuid4() for _ in range(runs)]
     TaskRun.objects.bulk_create(
