@@ -42,8 +42,8 @@ def prep(model: type[Model], db: str, name: str, value: Any) -> Any:
 
 def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
     """``prep`` of each ``(name, value)`` of ``values``, the connection looked up once; a value
-    the field would pass through unchanged (a ``str`` for a text field, an ``int`` for an integer
-    field, ``None`` for a field of Django's own that is not JSON) is not sent through it."""
+    the field would pass through unchanged (a ``str`` for a text field, ``None`` for a field of
+    Django's own that is not JSON) is not sent through it."""
     connection = connections[db]
     out = []
     for name, value in values:
@@ -57,12 +57,13 @@ def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
 
 _NONE = type(None)
 #: Django's own field classes (exactly these, not subclasses) and the value types each stores
-#: unchanged: ``get_db_prep_save`` returns such a value as it is.
+#: unchanged: ``get_db_prep_save`` returns such a value as it is, on every backend (not an
+#: ``int``: on psycopg 3 an integer field wraps it in the column's type, ``Int4``).
 _AS_IS: dict[type[Any], tuple[type[Any], ...]] = {
     models.CharField: (str, _NONE),
     models.TextField: (str, _NONE),
-    models.IntegerField: (int, _NONE),
-    models.PositiveIntegerField: (int, _NONE),
+    models.IntegerField: (_NONE,),
+    models.PositiveIntegerField: (_NONE,),
     models.FloatField: (float, _NONE),
     models.DateTimeField: (_NONE,),
     models.UUIDField: (_NONE,),
