@@ -801,7 +801,8 @@ def create_run(run: TaskRun) -> None:
     signal)."""
     db = db_alias()
     statement, params = sql.insert_statement(db, run)
-    with connections[db].cursor() as cursor:
+    # as save() does: a failed insert marks the caller's atomic block for rollback
+    with transaction.mark_for_rollback_on_error(db), connections[db].cursor() as cursor:
         cursor.execute(statement, params)
     run._state.adding, run._state.db = False, db
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from unittest import mock
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from taskkit.core import ledger, prepared
@@ -76,10 +76,46 @@ def test_a_session_that_forgot_them_prepares_them_again(clean_broker):
         claim = _run_and_claim("after the reset")
         assert ledger.succeed(claim, 1) is True
     sent = _sent(queries)
-    # each statement: EXECUTE (unknown: an error), PREPARE, EXECUTE
-    assert sum(s.startswith("PREPARE taskkit_") for s in sent) == 2, sent
+    ours = [s.split()[0] for s in sent if s.startswith(("PREPARE taskkit_", "EXECUTE taskkit_"))]
+    # the claim: EXECUTE (unknown: an error, nothing done), PREPARE, EXECUTE; then the end of
+    # the attempt, prepared afresh (the session's names were forgotten with the claim's miss)
+    assert ours == ["EXECUTE", "PREPARE", "EXECUTE", "PREPARE", "EXECUTE"], sent
+    run = TaskRun.objects.get(pk=claim.run.pk)
+    assert (run.state, run.attempts) == (RunState.SUCCEEDED, 1)
+    assert TaskAttempt.objects.filter(run=run).count() == 1
+    assert not prepared._given_up
+
+
+def test_a_new_connection_to_a_session_that_has_them_uses_them(clean_broker):
+    """A session can hold a name already (prepared through another connection sharing it, by
+    a proxy): PREPARE answers "already exists", which is taken as prepared."""
+    claim = _run_and_claim("warm")
+    assert ledger.succeed(claim, 0) is True
+    del connections["default"].__dict__["_taskkit_prepared"]  # forgotten here, not by the session
+    with CaptureQueriesContext(connection) as queries:
+        claim = _run_and_claim("same session")
+        assert ledger.succeed(claim, 1) is True
+    sent = _sent(queries)
+    assert sum(s.startswith("PREPARE taskkit_") for s in sent) == 2, sent  # both "already exist"
+    assert sum(s.startswith("EXECUTE taskkit_") for s in sent) == 2, sent
     assert TaskRun.objects.get(pk=claim.run.pk).state == RunState.SUCCEEDED
     assert not prepared._given_up
+
+
+def test_without_autocommit_the_text_is_sent(clean_broker):
+    """Outside atomic() but with autocommit off, an error would abort the open transaction."""
+    run_id = uuid.UUID(tasks.parked.delay("no autocommit").id)
+    connection.set_autocommit(False)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            claim = ledger.claim_by_id(run_id, tasks.parked.name, "host:1", 60)
+            assert claim is not None
+            assert ledger.succeed(claim, 1) is True
+        connection.commit()
+    finally:
+        connection.set_autocommit(True)
+    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(queries)), _sent(queries)
+    assert TaskRun.objects.get(pk=run_id).state == RunState.SUCCEEDED
 
 
 def test_a_session_that_keeps_forgetting_them_gets_plain_statements(clean_broker, caplog):
@@ -98,9 +134,9 @@ def test_a_session_that_keeps_forgetting_them_gets_plain_statements(clean_broker
         assert ledger.succeed(claim, "done") is True
         with CaptureQueriesContext(connection) as later:
             claim2 = _run_and_claim("pooled, later")
-            assert ledger.fail(
-                claim2, ledger.ErrorInfo.from_exception(ValueError("x")), None
-            ) == (RunState.FAILED)
+            assert ledger.fail(claim2, ledger.ErrorInfo.from_exception(ValueError("x")), None) == (
+                RunState.FAILED
+            )
     assert prepared._given_up
     warnings = [r for r in caplog.records if "transaction-pooling proxy" in r.getMessage()]
     assert len(warnings) == 1
@@ -126,8 +162,7 @@ def test_inside_a_transaction_and_when_turned_off_the_text_is_sent(clean_broker)
 def test_a_connection_with_server_side_binding_gets_the_text(clean_broker):
     """PostgreSQL refuses bound parameters in EXECUTE's argument list, so a connection set up
     with Django's server-side binding is never sent one."""
-    import psycopg
-
+    psycopg = pytest.importorskip("psycopg")
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as raw:  # what server-side binding sends
         raw.execute("PREPARE taskkit_probe AS SELECT $1::int")
