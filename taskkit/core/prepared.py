@@ -91,9 +91,9 @@ def fetchone(db: str, text: str, params: Sequence[Any]) -> tuple[Any, ...] | Non
 
 def _can_prepare(connection: Any) -> bool:
     """PostgreSQL, autocommit (an error would abort an open transaction), not given up, not
-    turned off, and Django's client-side binding:
-    with ``OPTIONS["server_side_binding"]`` the parameters of ``EXECUTE name(…)`` would be sent
-    apart, and PostgreSQL refuses parameters in ``EXECUTE``'s own argument list."""
+    turned off, and Django's client-side binding (with ``OPTIONS["server_side_binding"]`` the
+    parameters of ``EXECUTE name(…)`` would be sent apart, and PostgreSQL refuses parameters in
+    ``EXECUTE``'s own argument list)."""
     return (
         connection.vendor == "postgresql"
         and connection.get_autocommit()

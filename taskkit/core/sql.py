@@ -36,12 +36,9 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
     return field
 
 
-def prep(model: type[Model], db: str, name: str, value: Any) -> Any:
-    return _field(model, name).get_db_prep_save(value, connections[db])
-
-
 def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
-    """``prep`` of each ``(name, value)`` of ``values``, the connection looked up once; a value
+    """Each ``(name, value)`` of ``values`` as its field saves it (``get_db_prep_save``), the
+    connection looked up once; a value
     the field would pass through unchanged (a ``str`` for a text field, ``None`` for a field of
     Django's own that is not JSON) is not sent through it."""
     connection = connections[db]
@@ -216,8 +213,7 @@ def _finish_text(
     attempt_model: type[Model],
     upsert: tuple[Any, ...] | None,
 ) -> str:
-    sets = ", ".join(f"{column(model, db, name)} = %s" for name in changes)
-    where = " AND ".join(f"{_opaque(model, db, name)} = %s" for name in held)
+    update = _update_text(db, model, changes, held)
     pk = column(model, db, "id")
     fk = _foreign_key(attempt_model, model)
     fields = _attempt_fields(attempt_model, fk.name)
@@ -226,7 +222,7 @@ def _finish_text(
         f"INSERT INTO {table(attempt_model, db)} ({quote(db, fk.column)}, {attempt_columns}) "
         f"SELECT won.{pk}, {', '.join(['%s'] * len(fields))} FROM won"
     )
-    statement = f"WITH won AS (UPDATE {table(model, db)} SET {sets} WHERE {where} RETURNING {pk}) "
+    statement = f"WITH won AS ({update} RETURNING {pk}) "
     if upsert is None:
         return statement + insert_attempt + " RETURNING 1"
     row_statement = _upsert_text(db, *upsert, source="won")
@@ -293,14 +289,14 @@ def finish_statement(
         shape = (row_model, tuple(values), tuple(insert_only), key)
     attempt_model = type(attempt)
     statement = _finish_text(db, model, tuple(changes), tuple(held), attempt_model, shape)
-    connection = connections[db]
     params = prep_all(model, db, changes.items())
     params += prep_all(model, db, held.items())
     fk = _foreign_key(attempt_model, model)
-    params += [
-        f.get_db_prep_save(getattr(attempt, f.attname), connection)
-        for f in _attempt_fields(attempt_model, fk.name)
-    ]
+    params += prep_all(
+        attempt_model,
+        db,
+        [(f.name, getattr(attempt, f.attname)) for f in _attempt_fields(attempt_model, fk.name)],
+    )
     if upsert is not None:
         params += prep_all(upsert[0], db, upsert[1].items())
     return statement, params

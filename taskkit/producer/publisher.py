@@ -218,9 +218,7 @@ def _send_all(
                 # alone, so that connecting is bounded by the publish retry policy
                 send(run_id, producer)
                 sent.append(run_id)
-            if len(run_ids) == 1:
-                pass  # one run (every .delay()): nothing to pipeline
-            elif _pipelines(producer):
+            if len(run_ids) > 1 and _pipelines(producer):  # a single .delay() skips the checks
                 cloning = _can_clone(app)
                 for start in range(1, len(run_ids), PIPELINE_SIZE):
                     chunk = run_ids[start : start + PIPELINE_SIZE]
