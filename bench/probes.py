@@ -24,6 +24,8 @@ from typing import Any
 from django.db import connection
 from django.db.backends.signals import connection_created
 
+from taskkit.core.prepared import RELAXED_PREFIX, RELAXED_SUFFIX
+
 _KINDS = [
     (
         "finish: UPDATE run + INSERT attempt + upsert TaskResult",
@@ -78,13 +80,16 @@ class QueryCounter:
         self.prepared: dict[str, str] = {}
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if prepare := _PREPARE.match(sql):
+        text = sql
+        if sql.startswith(RELAXED_PREFIX):  # a claim, committed in the same round trip
+            text = sql[len(RELAXED_PREFIX) : -len(RELAXED_SUFFIX)]
+        if prepare := _PREPARE.match(text):
             self.prepared[prepare.group(1)] = _kind(prepare.group(2))
             kind = "prepare (once per session)"
-        elif run := _EXECUTE.match(sql):
-            kind = self.prepared.get(run.group(1), "other: " + sql[:40])
+        elif run := _EXECUTE.match(text):
+            kind = self.prepared.get(run.group(1), "other: " + text[:40])
         else:
-            kind = _kind(sql)
+            kind = _kind(text)
         self.counts[kind] += 1
         return execute(sql, params, many, context)
 

@@ -1,7 +1,7 @@
 """``make bench``: taskkit against plain Celery on SQLite (WAL) and PostgreSQL, as one table.
 
     python -m bench [--runs N] [--rounds R] [--bulk N] [--rss-runs N] [--quick] [--profile]
-                    [--sqlite-only | --postgres-only] [--rss-only]
+                    [--sqlite-only | --postgres-only] [--rss-only] [--asynchronous-claims]
 
 Starts its own embedded Redis, uses its own SQLite file and its own PostgreSQL database
 (``BENCH_PG_URL``, default ``postgres://postgres@127.0.0.1:5432/taskkit_bench``, created if
@@ -54,6 +54,8 @@ def parse() -> argparse.Namespace:
                         "(default 10 x --runs; 100000 for the issue's figure)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (CI)")
     parser.add_argument("--profile", action="store_true", help="cProfile a taskkit drain")
+    parser.add_argument("--asynchronous-claims", action="store_true",
+                        help="taskkit with TASKKIT_ASYNCHRONOUS_CLAIMS = True")  # fmt: skip
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--sqlite-only", action="store_true")
     only.add_argument("--postgres-only", action="store_true")
@@ -97,6 +99,8 @@ def main() -> None:
         for label, url in databases:
             env = dict(os.environ, BENCH_DATABASE_URL=url, BENCH_REDIS_URL=redis.url)
             env["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+            if args.asynchronous_claims:
+                env["BENCH_ASYNCHRONOUS_CLAIMS"] = "1"
             env.pop("REDIS_URL", None)
             proc = subprocess.run(
                 [sys.executable, "-m", "bench.client", json.dumps(options)],
@@ -111,6 +115,8 @@ def main() -> None:
     if args.rss_only:
         print(rss_table(results, took))
         return
+    if args.asynchronous_claims:
+        print("taskkit runs with TASKKIT_ASYNCHRONOUS_CLAIMS = True (not the default).\n")
     print(table(results, args, took))
     print()
     print(drain_table(results, args))

@@ -60,3 +60,5 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
 }
+# make bench BENCH_ARGS=--asynchronous-claims: taskkit's opt-in (PostgreSQL).
+TASKKIT_ASYNCHRONOUS_CLAIMS = bool(os.environ.get("BENCH_ASYNCHRONOUS_CLAIMS"))

@@ -56,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     # transaction-pooling proxy such as PgBouncer in transaction mode) is detected and the
     # process stops preparing; False never prepares.
     "PREPARED_STATEMENTS": True,
+    # PostgreSQL: True lets a claim commit without waiting for its WAL flush (one fsync per run
+    # fewer; durable with the next flushed commit, the attempt's end at the latest). A server
+    # crash in that window forgets the claim: the run can then start a second attempt while the
+    # first still runs. False (the default) waits for the flush, as Django's commits do.
+    "ASYNCHRONOUS_CLAIMS": False,
 }
 
 
@@ -141,6 +146,10 @@ class TaskkitSettings:
     @property
     def PREPARED_STATEMENTS(self) -> bool:
         return bool(self._get("PREPARED_STATEMENTS"))
+
+    @property
+    def ASYNCHRONOUS_CLAIMS(self) -> bool:
+        return bool(self._get("ASYNCHRONOUS_CLAIMS"))
 
     @property
     def MAX_RESULT_BYTES(self) -> int:

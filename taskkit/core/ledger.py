@@ -35,6 +35,7 @@ from ..models import (
     TaskRun,
 )
 from . import prepared, redaction, sql
+from .conf import settings
 from .db import db_alias
 from .policy import RetryDecision
 
@@ -197,7 +198,7 @@ def claim_by_id(run_id: Any, task_name: str, worker: str, lease_seconds: float) 
         PauseKind.TASK,
         PauseKind.QUEUE,
     ]
-    row = prepared.fetchone(db, statement, params)
+    row = prepared.fetchone(db, statement, params, flush=not settings.ASYNCHRONOUS_CLAIMS)
     if row is None:
         return None
     run = sql.instance_from_row(TaskRun, db, row)

@@ -21,6 +21,7 @@ text is sent too (psycopg prepares it itself if ``prepare_threshold`` says so).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -31,6 +32,13 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from .conf import settings
+
+try:  # psycopg 3 (psycopg2 returns only a string's last result: no relaxed commits there)
+    from psycopg.pq import TransactionStatus
+
+    _OPEN: tuple[Any, ...] = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+except ImportError:  # pragma: no cover - psycopg 3 is what the postgres extra installs
+    _OPEN = ()
 
 logger = logging.getLogger("taskkit.prepared")
 
@@ -58,14 +66,23 @@ def server_text(text: str) -> str:
     return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", text)
 
 
-def fetchone(db: str, text: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+def fetchone(
+    db: str, text: str, params: Sequence[Any], *, flush: bool = True
+) -> tuple[Any, ...] | None:
     """Execute ``text`` (``%s`` placeholders, as Django's cursor takes them) with ``params`` on
-    database ``db`` in autocommit, prepared where it can be; return its first row, if any."""
+    database ``db`` in autocommit, prepared where it can be; return its first row, if any.
+
+    ``flush=False``: on PostgreSQL with psycopg 3 in autocommit, the statement commits without
+    waiting for its WAL to reach the disk (``SET LOCAL synchronous_commit TO off``, in the same
+    round trip): visible to every session at once, durable with the next flushed commit of any
+    session (at the latest 3 x ``wal_writer_delay`` later). Only a server crash in between
+    loses it.
+    """
     connection = connections[db]
     with connection.cursor() as cursor:
+        relaxed = not flush and _can_relax(connection)
         if not _can_prepare(connection):
-            cursor.execute(text, params)
-            return cursor.fetchone()
+            return _run(cursor, connection, text, params, relaxed)
         name = name_of(text)
         arguments = f"({', '.join(['%s'] * len(params))})" if params else ""
         execute = f"EXECUTE {name}{arguments}"
@@ -75,18 +92,57 @@ def fetchone(db: str, text: str, params: Sequence[Any]) -> tuple[Any, ...] | Non
                 _prepare(cursor, name, text)
                 known.add(name)
             try:
-                cursor.execute(execute, params or None)
+                return _run(cursor, connection, execute, params or None, relaxed)
             except DatabaseError as exc:
                 if _sqlstate(exc) != UNKNOWN_STATEMENT:
                     raise
                 known.clear()  # the session is not the one these were prepared in
                 if attempt == 2:
                     _give_up(name)
-                    cursor.execute(text, params)
-                    return cursor.fetchone()
-                continue
-            return cursor.fetchone()
+                    return _run(cursor, connection, text, params, relaxed)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: What comes before and after a statement that commits without waiting for the WAL flush
+#: (tools that sort statements by their text strip them).
+RELAXED_PREFIX = "BEGIN; SET LOCAL synchronous_commit TO off; "
+RELAXED_SUFFIX = "; COMMIT"
+
+
+def _run(
+    cursor: Any, connection: Any, text: str, params: Any, relaxed: bool
+) -> tuple[Any, ...] | None:
+    """One round trip: ``text``, alone or inside the relaxed transaction; its first row."""
+    if not relaxed:
+        cursor.execute(text, params)
+        return cursor.fetchone()
+    try:
+        cursor.execute(RELAXED_PREFIX + text + RELAXED_SUFFIX, params)
+    except BaseException:
+        # The server abandoned the rest of the string: the session is inside a failed
+        # transaction block until it is ended (a broken connection is Django's to replace).
+        if connection.connection.info.transaction_status in _OPEN:
+            with contextlib.suppress(Exception):
+                connection.connection.execute("ROLLBACK")
+        raise
+    while cursor.description is None:  # BEGIN and SET have no rows: the statement's result
+        if not cursor.nextset():
+            return None
+    row: tuple[Any, ...] | None = cursor.fetchone()
+    return row
+
+
+def _can_relax(connection: Any) -> bool:
+    """Several statements in one round trip, their results apart: psycopg 3's client-side
+    binding cursor (Django's default), in autocommit."""
+    return (
+        connection.vendor == "postgresql"
+        and bool(_OPEN)
+        and type(connection.connection).__module__.partition(".")[0] == "psycopg"
+        and connection.get_autocommit()
+        and not connection.in_atomic_block
+        and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
+    )
 
 
 def _can_prepare(connection: Any) -> bool:
@@ -149,4 +205,4 @@ def reset() -> None:
     _given_up = False
 
 
-__all__ = ["fetchone", "name_of", "reset", "server_text"]
+__all__ = ["RELAXED_PREFIX", "RELAXED_SUFFIX", "fetchone", "name_of", "reset", "server_text"]

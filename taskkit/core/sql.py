@@ -9,8 +9,10 @@ to the ORM where these are not available.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,14 +44,20 @@ def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
     the field would pass through unchanged (a ``str`` for a text field, ``None`` for a field of
     Django's own that is not JSON) is not sent through it."""
     connection = connections[db]
+    as_is = _as_is(connection.vendor)
     out = []
     for name, value in values:
         field = _field(model, name)
-        if type(value) in _AS_IS.get(type(field), ()):
+        kind = type(value)
+        if kind in as_is.get(type(field), ()) and (kind is not _DATETIME or _aware(value)):
             out.append(value)
         else:
             out.append(field.get_db_prep_save(value, connection))
     return out
+
+
+def _aware(value: datetime.datetime) -> bool:
+    return value.utcoffset() is not None
 
 
 _NONE = type(None)
@@ -65,6 +73,19 @@ _AS_IS: dict[type[Any], tuple[type[Any], ...]] = {
     models.DateTimeField: (_NONE,),
     models.UUIDField: (_NONE,),
 }
+_DATETIME = datetime.datetime
+#: PostgreSQL stores more as it is: a ``uuid.UUID`` (a native uuid column) and an aware
+#: ``datetime`` (Django's operations return it unchanged; psycopg adapts it). A naive one goes
+#: through the field, which warns under ``USE_TZ`` as ``save()`` does.
+_AS_IS_POSTGRESQL: dict[type[Any], tuple[type[Any], ...]] = {
+    **_AS_IS,
+    models.DateTimeField: (_DATETIME, _NONE),
+    models.UUIDField: (uuid.UUID, _NONE),
+}
+
+
+def _as_is(vendor: str) -> dict[type[Any], tuple[type[Any], ...]]:
+    return _AS_IS_POSTGRESQL if vendor == "postgresql" else _AS_IS
 
 
 def column(model: type[Model], db: str, name: str) -> str:
@@ -144,20 +165,25 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
     connection = connections[db]
     with_pk = model._meta.auto_field is None or instance.pk is not None
     params = []
-    for field, attname, as_is, own_pre_save in _insert_plan(model, with_pk):
+    for field, attname, as_is, own_pre_save in _insert_plan(model, with_pk, connection.vendor):
         value = field.pre_save(instance, True) if own_pre_save else getattr(instance, attname)
-        if type(value) not in as_is:
+        kind = type(value)
+        if kind not in as_is or (kind is _DATETIME and not _aware(value)):
             value = field.get_db_prep_save(value, connection)
         params.append(value)
     return _insert_text(db, model, with_pk), params
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_plan(model: type[Model], with_pk: bool) -> list[tuple[Any, str, Any, bool]]:
-    """Per inserted field: the field, its attribute, the value types it stores as they are, and
-    whether its ``pre_save`` does more than read the attribute (``auto_now_add``)."""
+def _insert_plan(
+    model: type[Model], with_pk: bool, vendor: str
+) -> list[tuple[Any, str, Any, bool]]:
+    """Per inserted field: the field, its attribute, the value types it stores as they are on
+    ``vendor``, and whether its ``pre_save`` does more than read the attribute
+    (``auto_now_add``)."""
+    as_is = _as_is(vendor)
     return [
-        (f, f.attname, _AS_IS.get(type(f), ()), type(f).pre_save is not Field.pre_save)
+        (f, f.attname, as_is.get(type(f), ()), type(f).pre_save is not Field.pre_save)
         for f in _inserted_fields(model, with_pk)
     ]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from unittest import mock
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from taskkit.core import ledger, prepared
@@ -35,8 +35,23 @@ def _run_and_claim(label: str) -> ledger.Claim:
     return claim
 
 
+def _bare(sql: str) -> str:
+    """A statement without the relaxed commit around it (a claim's)."""
+    if sql.startswith(prepared.RELAXED_PREFIX):
+        assert sql.endswith(prepared.RELAXED_SUFFIX), sql
+        return sql[len(prepared.RELAXED_PREFIX) : -len(prepared.RELAXED_SUFFIX)]
+    return sql
+
+
 def _sent(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"].split("(")[0].split(" AS ")[0] for q in queries]
+    return [_bare(q["sql"]).split("(")[0].split(" AS ")[0] for q in queries]
+
+
+def _idle() -> bool:
+    """The session is outside any transaction block (nothing left open by a relaxed claim)."""
+    from psycopg.pq import TransactionStatus
+
+    return bool(connection.connection.info.transaction_status == TransactionStatus.IDLE)
 
 
 def _session_names() -> set[str]:
@@ -51,7 +66,7 @@ def test_claim_and_finish_are_prepared_once_then_executed(clean_broker):
         claim = _run_and_claim("first")
         assert ledger.succeed(claim, 1) is True
     prepares = [q for q in first if q["sql"].startswith("PREPARE taskkit_")]
-    executes = [q for q in first if q["sql"].startswith("EXECUTE taskkit_")]
+    executes = [q for q in first if _bare(q["sql"]).startswith("EXECUTE taskkit_")]
     assert len(prepares) == 2 and len(executes) == 2, _sent(first)
     names = {q["sql"].split()[1] for q in prepares}
     assert names <= _session_names()
@@ -67,7 +82,9 @@ def test_claim_and_finish_are_prepared_once_then_executed(clean_broker):
     assert TaskAttempt.objects.get(run=run).outcome == AttemptOutcome.SUCCEEDED
 
 
-def test_a_session_that_forgot_them_prepares_them_again(clean_broker):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["claims", "asynchronous claims"])
+def test_a_session_that_forgot_them_prepares_them_again(clean_broker, settings, asynchronous):
+    settings.TASKKIT_ASYNCHRONOUS_CLAIMS = asynchronous
     claim = _run_and_claim("warm")
     assert ledger.succeed(claim, 0) is True
     with connection.cursor() as cursor:
@@ -84,6 +101,7 @@ def test_a_session_that_forgot_them_prepares_them_again(clean_broker):
     assert (run.state, run.attempts) == (RunState.SUCCEEDED, 1)
     assert TaskAttempt.objects.filter(run=run).count() == 1
     assert not prepared._given_up
+    assert _idle()  # the claim's miss, inside its relaxed transaction, was rolled back
 
 
 def test_a_new_connection_to_a_session_that_has_them_uses_them(clean_broker):
@@ -123,7 +141,7 @@ def test_a_session_that_keeps_forgetting_them_gets_plain_statements(clean_broker
     forgetting every prepared statement before each EXECUTE. Nothing is lost or done twice."""
 
     def forget(execute, sql, params, many, context):
-        if sql.startswith("EXECUTE taskkit_"):
+        if _bare(sql).startswith("EXECUTE taskkit_"):
             with connection.connection.cursor() as raw:
                 raw.execute("DEALLOCATE ALL")
         return execute(sql, params, many, context)
@@ -175,3 +193,68 @@ def test_a_connection_with_server_side_binding_gets_the_text(clean_broker):
         assert ledger.succeed(claim, 3) is True
     assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(queries)), _sent(queries)
     assert TaskRun.objects.get(pk=claim.run.pk).result == 3
+
+
+def _other_session(sql: str, params: tuple = ()) -> list[tuple]:
+    psycopg = pytest.importorskip("psycopg")
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"],
+        password=settings["PASSWORD"], dbname=settings["NAME"], autocommit=True,
+    ) as other:  # fmt: skip
+        return other.execute(sql, params).fetchall()
+
+
+@override_settings(TASKKIT_ASYNCHRONOUS_CLAIMS=True)
+def test_an_asynchronous_claim_commits_without_waiting_for_the_flush(clean_broker):
+    """The claim is one round trip that commits with ``synchronous_commit`` off; the end of the
+    attempt waits for its flush (and with it the claim's). Both are seen by other sessions at
+    once."""
+    with CaptureQueriesContext(connection) as queries:
+        claim = _run_and_claim("relaxed")
+        (seen,) = _other_session("SELECT state FROM taskkit_taskrun WHERE id = %s", (claim.run.pk,))
+        assert seen == (RunState.RUNNING,)
+        assert _idle()
+        assert ledger.succeed(claim, 1) is True
+    claims = [q["sql"] for q in queries if "first_started_at" in q["sql"] or "EXECUTE" in q["sql"]]
+    relaxed = [sql for sql in claims if sql.startswith(prepared.RELAXED_PREFIX)]
+    assert len(relaxed) == 1 and "EXECUTE taskkit_" in relaxed[0], claims
+    assert sum(sql.startswith("EXECUTE taskkit_") for sql in claims) == 1, claims  # the end
+    assert TaskRun.objects.get(pk=claim.run.pk).state == RunState.SUCCEEDED
+
+
+def test_claims_wait_for_the_flush_by_default(clean_broker):
+    with CaptureQueriesContext(connection) as q:
+        claim = _run_and_claim("synchronous")
+        assert ledger.succeed(claim, 1) is True
+    assert not any("synchronous_commit" in x["sql"] for x in q), _sent(q)
+    assert TaskRun.objects.get(pk=claim.run.pk).state == RunState.SUCCEEDED
+
+
+@override_settings(TASKKIT_ASYNCHRONOUS_CLAIMS=True)
+def test_an_error_inside_an_asynchronous_claim_leaves_the_session_usable(clean_broker):
+    """An error other than a forgotten statement (here: a lock wait that times out) ends the
+    relaxed transaction; the claim raises, nothing changed, and the next claim works."""
+    psycopg = pytest.importorskip("psycopg")
+    run_id = uuid.UUID(tasks.parked.delay("locked").id)
+    _run_and_claim("warm")  # prepared already: the error comes from the EXECUTE
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"], port=settings["PORT"] or 5432, user=settings["USER"],
+        password=settings["PASSWORD"], dbname=settings["NAME"],
+    ) as holder:  # fmt: skip
+        holder.execute("SELECT 1 FROM taskkit_taskrun WHERE id = %s FOR UPDATE", (run_id,))
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '100ms'")
+        try:
+            with pytest.raises(OperationalError):
+                ledger.claim_by_id(run_id, tasks.parked.name, "host:1", 60)
+            assert _idle()
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+        holder.rollback()
+    assert TaskRun.objects.get(pk=run_id).state == RunState.QUEUED
+    claim = ledger.claim_by_id(run_id, tasks.parked.name, "host:1", 60)
+    assert claim is not None and ledger.succeed(claim, 1) is True
+    assert TaskRun.objects.get(pk=run_id).attempts == 1
