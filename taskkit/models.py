@@ -122,7 +122,12 @@ class TaskRun(models.Model):
         # fewer per run). Their queries name the same condition (``state = RUNNING``, a bound
         # ``finished_at``…), which both databases' planners match.
         indexes = [
-            models.Index(fields=["state", "not_before"], name="taskkit_run_state_due"),
+            # The relay's due retries and countdowns: only rows that wait for a time.
+            models.Index(
+                fields=["state", "not_before"],
+                name="taskkit_run_state_due",
+                condition=Q(not_before__isnull=False),
+            ),
             models.Index(fields=["state", "created_at"], name="taskkit_run_state_created"),
             models.Index(fields=["task_name", "state"], name="taskkit_run_task_state"),
             models.Index(fields=["-created_at"], name="taskkit_run_created"),
@@ -172,7 +177,10 @@ class TaskRun(models.Model):
 
 
 class TaskAttempt(models.Model):
-    run = models.ForeignKey(TaskRun, on_delete=models.CASCADE, related_name="attempt_log")
+    # No index of its own: the unique (run, number) index serves every lookup by run.
+    run = models.ForeignKey(
+        TaskRun, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
+    )
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
     worker = models.CharField(max_length=255, blank=True, default="")
