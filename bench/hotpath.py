@@ -9,7 +9,8 @@ and the WAL written. It isolates what a drain mixes with Celery's own work and t
 sharing two cores.
 
 The database is ``BENCH_DATABASE_URL`` (``bench.settings``; default the bench's SQLite file).
-Example, the figures in docs/benchmarks.md:
+``--parts`` times a claim piece by piece instead (alone, asynchronous, and the cheapest writes
+and reads beside it). Example, the figures in docs/benchmarks.md:
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/taskkit_bench python -m bench.hotpath
 """
@@ -29,13 +30,14 @@ import django
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django_celery_results.models import TaskResult  # noqa: E402
 
 from bench.client import TABLES, empty  # noqa: E402
-from taskkit.core import ledger  # noqa: E402
+from taskkit.core import ledger, prepared, sql  # noqa: E402
 from taskkit.models import RunState, TaskRun  # noqa: E402
 
 TASK = "bench.benchapp.tasks.reliable_noop"
@@ -108,13 +110,49 @@ def django_celery_results(run_id: uuid.UUID) -> None:
     TaskResult.objects.store_result(**result_fields(run_id))
 
 
+def claim_alone(run_id: uuid.UUID, asynchronous: bool = False) -> None:
+    settings.TASKKIT_ASYNCHRONOUS_CLAIMS = asynchronous  # read at each claim, as in a worker
+    assert ledger.claim_by_id(run_id, TASK, "bench@host:1", 300) is not None
+
+
+def asynchronous_claim(run_id: uuid.UUID) -> None:
+    claim_alone(run_id, asynchronous=True)
+
+
+def _prepared(text: str, params: list[Any]) -> None:
+    table = sql.table(TaskRun, "default")
+    assert prepared.fetchone("default", text.format(table=table), params) is not None
+
+
+def update_unindexed(run_id: uuid.UUID) -> None:
+    """The cheapest write: one column no index holds (a HOT update), prepared, and its commit."""
+    _prepared("UPDATE {table} SET claimed_by = %s WHERE id = %s RETURNING 1", ["w", run_id])
+
+
+def update_state(run_id: uuid.UUID) -> None:
+    """The state alone: a new row version with an entry in every index."""
+    _prepared("UPDATE {table} SET state = %s WHERE id = %s RETURNING 1", ["RUNNING", run_id])
+
+
+def select_by_pk(run_id: uuid.UUID) -> None:
+    _prepared("SELECT 1 FROM {table} WHERE id = %s", [run_id])
+
+
 MODES = {"taskkit": taskkit, "django-celery-results": django_celery_results}
+#: ``--parts``: what one claim costs, piece by piece (PostgreSQL: prepared, in autocommit).
+PARTS = {
+    "claim alone": claim_alone,
+    "claim, TASKKIT_ASYNCHRONOUS_CLAIMS": asynchronous_claim,
+    "UPDATE state + commit": update_state,
+    "UPDATE an unindexed column + commit": update_unindexed,
+    "SELECT by primary key": select_by_pk,
+}
 
 
 def measure(mode: str, runs: int) -> dict[str, float]:
     ids = reset(runs)
     pid = backend_pid()
-    step = MODES[mode]
+    step = {**MODES, **PARTS}[mode]
     wal0, server0, client0, wall0 = wal(), cpu(pid), time.process_time(), time.perf_counter()
     for run_id in ids:
         step(run_id)
@@ -131,13 +169,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__)
     parser.add_argument("runs", type=int, nargs="?", default=3000)
     parser.add_argument("--rounds", type=int, default=2, help="rounds, each mode once (default 2)")
+    parser.add_argument("--parts", action="store_true", help="time a claim's pieces instead")
     args = parser.parse_args()
+    modes = PARTS if args.parts else MODES
     call_command("migrate", run_syncdb=True, verbosity=0)
     print(f"{connection.vendor}, {args.runs} runs per measurement, per run:")
     print("| round | mode | wall ms | this process CPU ms | server CPU ms | WAL bytes |")
     print("|---|---|---|---|---|---|")
     for r in range(args.rounds):
-        order = list(MODES) if r % 2 == 0 else list(MODES)[::-1]
+        order = list(modes) if r % 2 == 0 else list(modes)[::-1]
         for mode in order:
             m = measure(mode, args.runs)
             server = "-" if m["server_ms"] != m["server_ms"] else f"{m['server_ms']:.2f}"
