@@ -56,6 +56,21 @@ def _ledger() -> TaskRun:
     )
 
 
+def _go(browser, act, landing: str) -> None:
+    """Do ``act`` (a click, a form's submit) and wait until the page it opens, whose address
+    holds ``landing``, has loaded: ``submit()`` runs a script and returns before the answer
+    comes, so on a busy machine the next lookup found the old page's elements (stale)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    act()
+    WebDriverWait(browser, 60).until(
+        lambda d: (
+            landing in d.current_url
+            and d.execute_script("return document.readyState") == "complete"
+        )
+    )
+
+
 def _login(browser, live_server) -> None:
 
     User.objects.create_superuser("oncall", "oncall@example.com", "s3cret-pw")
@@ -82,21 +97,20 @@ def test_overview_charts_stuck_work_and_a_search_in_a_real_browser(live_server, 
     assert row.find_elements(By.TAG_NAME, "td")[1].text == "1"
     shot(browser, "console-overview")
 
-    browser.find_element(By.LINK_TEXT, "last 24 hours, per hour").click()
-    assert "window=24h" in browser.current_url
+    _go(browser, browser.find_element(By.LINK_TEXT, "last 24 hours, per hour").click, "window=24h")
     assert browser.find_elements(By.CSS_SELECTOR, ".taskkit-attempts-chart rect.taskkit-bar")
     browser.find_element(By.CSS_SELECTOR, "details.taskkit-numbers-details summary").click()
     shot(browser, "console-overview-24h")
 
     browser.get(f"{live_server.url}/admin/taskkit/taskrun/overview/")
-    browser.find_element(By.CSS_SELECTOR, 'tr[data-stuck="queued"] a').click()
+    _go(browser, browser.find_element(By.CSS_SELECTOR, 'tr[data-stuck="queued"] a').click, "stuck=")
     assert "stuck=queued" in browser.current_url
     assert len(browser.find_elements(By.NAME, "_selected_action")) == 1
 
     browser.get(f"{live_server.url}/admin/taskkit/taskrun/")
     box = browser.find_element(By.ID, "searchbar")
     box.send_keys(str(failed.pk)[:8])
-    box.submit()
+    _go(browser, box.submit, "q=")
     selected = browser.find_elements(By.NAME, "_selected_action")
     assert [s.get_attribute("value") for s in selected] == [str(failed.pk)]
     summary = browser.find_element(By.CSS_SELECTOR, "details.taskkit-error summary")
