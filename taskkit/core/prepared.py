@@ -33,13 +33,6 @@ from django.db import DatabaseError, connections
 
 from .conf import settings
 
-try:  # psycopg 3 (psycopg2 returns only a string's last result: no relaxed commits there)
-    from psycopg.pq import TransactionStatus
-
-    _OPEN: tuple[Any, ...] = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
-except ImportError:  # pragma: no cover - psycopg 3 is what the postgres extra installs
-    _OPEN = ()
-
 logger = logging.getLogger("taskkit.prepared")
 
 #: SQLSTATEs of "this session has no prepared statement of that name" and "it has one already".
@@ -121,7 +114,7 @@ def _run(
     except BaseException:
         # The server abandoned the rest of the string: the session is inside a failed
         # transaction block until it is ended (a broken connection is Django's to replace).
-        if connection.connection.info.transaction_status in _OPEN:
+        if connection.connection.info.transaction_status in _open_states():
             with contextlib.suppress(Exception):
                 connection.connection.execute("ROLLBACK")
         raise
@@ -132,12 +125,24 @@ def _run(
     return row
 
 
+@functools.cache
+def _open_states() -> tuple[Any, ...]:
+    """psycopg 3's "inside a transaction block" states; none without psycopg 3 (psycopg2 gives
+    only a string's last result: no relaxed commits there). Imported when first needed, so a
+    process on another database never loads psycopg."""
+    try:
+        from psycopg.pq import TransactionStatus
+    except ImportError:  # pragma: no cover - psycopg 3 is what the postgres extra installs
+        return ()
+    return (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
 def _can_relax(connection: Any) -> bool:
     """Several statements in one round trip, their results apart: psycopg 3's client-side
     binding cursor (Django's default), in autocommit."""
     return (
         connection.vendor == "postgresql"
-        and bool(_OPEN)
+        and bool(_open_states())
         and type(connection.connection).__module__.partition(".")[0] == "psycopg"
         and connection.get_autocommit()
         and not connection.in_atomic_block
