@@ -57,9 +57,10 @@ DEFAULTS: dict[str, Any] = {
     # process stops preparing; False never prepares.
     "PREPARED_STATEMENTS": True,
     # PostgreSQL: True lets a claim commit without waiting for its WAL flush (one fsync per run
-    # fewer; durable with the next flushed commit, the attempt's end at the latest). A server
-    # crash in that window forgets the claim: the run can then start a second attempt while the
-    # first still runs. False (the default) waits for the flush, as Django's commits do.
+    # fewer; durable with the next flushed commit, the attempt's end at the latest). A database
+    # crash or crash-restart, an immediate shutdown or a failover in that window forgets the
+    # claim: the run can then start a second attempt while the first still runs. False (the
+    # default) waits for the flush, as Django's commits do. See docs/deploys.md.
     "ASYNCHRONOUS_CLAIMS": False,
 }
 

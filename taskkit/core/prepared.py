@@ -68,13 +68,13 @@ def fetchone(
     ``flush=False``: on PostgreSQL with psycopg 3 in autocommit, the statement commits without
     waiting for its WAL to reach the disk (``SET LOCAL synchronous_commit TO off``, in the same
     round trip): visible to every session at once, durable with the next flushed commit of any
-    session (at the latest 3 x ``wal_writer_delay`` later). Only a server crash in between
-    loses it.
+    session (at the latest 3 x ``wal_writer_delay`` later). A server crash or crash-restart,
+    an immediate shutdown or a failover in between loses it.
     """
     connection = connections[db]
     with connection.cursor() as cursor:
-        relaxed = not flush and _can_relax(connection)
-        if not _can_prepare(connection):
+        relaxed = not flush and _can_relax(connection, cursor)
+        if not _can_prepare(connection, cursor):
             return _run(cursor, connection, text, params, relaxed)
         name = name_of(text)
         arguments = f"({', '.join(['%s'] * len(params))})" if params else ""
@@ -137,7 +137,22 @@ def _open_states() -> tuple[Any, ...]:
     return (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
-def _can_relax(connection: Any) -> bool:
+def _binds_in_the_client(cursor: Any) -> bool:
+    """The driver's cursor puts the parameters into the text itself: psycopg2's always, psycopg
+    3's ``ClientCursor`` (Django's default; not with ``OPTIONS["server_side_binding"]`` or a
+    ``cursor_factory`` of one's own). Otherwise parameters travel apart, and PostgreSQL refuses
+    them in ``EXECUTE``'s argument list and in a string of several statements."""
+    raw = getattr(cursor, "cursor", cursor)  # Django's wrapper around the driver's cursor
+    if type(raw).__module__.partition(".")[0] == "psycopg2":
+        return True
+    try:
+        from psycopg import ClientCursor
+    except ImportError:  # pragma: no cover - neither driver: not PostgreSQL
+        return False
+    return isinstance(raw, ClientCursor)
+
+
+def _can_relax(connection: Any, cursor: Any) -> bool:
     """Several statements in one round trip, their results apart: psycopg 3's client-side
     binding cursor (Django's default), in autocommit."""
     return (
@@ -146,22 +161,21 @@ def _can_relax(connection: Any) -> bool:
         and type(connection.connection).__module__.partition(".")[0] == "psycopg"
         and connection.get_autocommit()
         and not connection.in_atomic_block
-        and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
+        and _binds_in_the_client(cursor)
     )
 
 
-def _can_prepare(connection: Any) -> bool:
+def _can_prepare(connection: Any, cursor: Any) -> bool:
     """PostgreSQL, autocommit (an error would abort an open transaction), not given up, not
-    turned off, and Django's client-side binding (with ``OPTIONS["server_side_binding"]`` the
-    parameters of ``EXECUTE name(…)`` would be sent apart, and PostgreSQL refuses parameters in
-    ``EXECUTE``'s own argument list)."""
+    turned off, and a cursor that binds parameters in the client (see
+    ``_binds_in_the_client``)."""
     return (
         connection.vendor == "postgresql"
         and connection.get_autocommit()
         and not connection.in_atomic_block
         and not _given_up
         and settings.PREPARED_STATEMENTS
-        and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True
+        and _binds_in_the_client(cursor)
     )
 
 

@@ -31,8 +31,13 @@ def _statements(queries):
     ]
 
 
-def test_claim_by_id_is_one_statement_and_returns_the_row_as_the_orm_reads_it(clean_broker):
-    """UPDATE … RETURNING claims the run and brings back every field, converted."""
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["claim", "asynchronous claim"])
+def test_claim_by_id_is_one_statement_and_returns_the_row_as_the_orm_reads_it(
+    clean_broker, settings, asynchronous
+):
+    """UPDATE … RETURNING claims the run and brings back every field, converted (an
+    asynchronous claim too: one round trip, on PostgreSQL inside its relaxed transaction)."""
+    settings.TASKKIT_ASYNCHRONOUS_CLAIMS = asynchronous
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.UTC)
     result = tasks.parked.apply_async(
         ("claim", Decimal("1.5"), uuid.UUID(int=7)), {"at": when}, idempotency_key="k-claim"
@@ -40,6 +45,8 @@ def test_claim_by_id_is_one_statement_and_returns_the_row_as_the_orm_reads_it(cl
     with CaptureQueriesContext(connection) as queries:
         claim = ledger.claim_by_id(uuid.UUID(result.id), tasks.parked.name, "host:1", 60)
     assert len(_statements(queries)) == 1
+    relaxed = queries[-1]["sql"].startswith(prepared.RELAXED_PREFIX)
+    assert relaxed == (asynchronous and connection.vendor == "postgresql"), queries[-1]["sql"]
     assert claim is not None and claim.attempt == 1 and claim.worker == "host:1"
     fetched = TaskRun.objects.get(pk=result.id)
     for field in TaskRun._meta.concrete_fields:

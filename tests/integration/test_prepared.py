@@ -102,6 +102,8 @@ def test_a_session_that_forgot_them_prepares_them_again(clean_broker, settings, 
     assert TaskAttempt.objects.filter(run=run).count() == 1
     assert not prepared._given_up
     assert _idle()  # the claim's miss, inside its relaxed transaction, was rolled back
+    relaxed = [q for q in queries if q["sql"].startswith(prepared.RELAXED_PREFIX)]
+    assert len(relaxed) == (2 if asynchronous else 0), sent  # the miss, then the claim
 
 
 def test_a_new_connection_to_a_session_that_has_them_uses_them(clean_broker):
@@ -177,9 +179,13 @@ def test_inside_a_transaction_and_when_turned_off_the_text_is_sent(clean_broker)
     assert TaskRun.objects.filter(state=RunState.SUCCEEDED).count() == 2
 
 
-def test_a_connection_with_server_side_binding_gets_the_text(clean_broker):
-    """PostgreSQL refuses bound parameters in EXECUTE's argument list, so a connection set up
-    with Django's server-side binding is never sent one."""
+@pytest.mark.parametrize(
+    "options", [{"server_side_binding": True}, "cursor_factory"], ids=["option", "cursor_factory"]
+)
+def test_a_connection_with_server_side_binding_gets_the_text(clean_broker, settings, options):
+    """PostgreSQL refuses bound parameters in EXECUTE's argument list and in a string of several
+    statements, so a connection whose cursor binds on the server (Django's option, or a
+    ``cursor_factory`` of one's own) is sent neither, asynchronous claims asked for or not."""
     psycopg = pytest.importorskip("psycopg")
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as raw:  # what server-side binding sends
@@ -187,12 +193,28 @@ def test_a_connection_with_server_side_binding_gets_the_text(clean_broker):
         with pytest.raises(psycopg.errors.UndefinedParameter):
             raw.execute("EXECUTE taskkit_probe(%s)", (1,))
         raw.execute("DEALLOCATE taskkit_probe")
-    binding = mock.patch.dict(connection.settings_dict["OPTIONS"], {"server_side_binding": True})
-    with binding, CaptureQueriesContext(connection) as queries:
-        claim = _run_and_claim("server-side binding")
-        assert ledger.succeed(claim, 3) is True
-    assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(queries)), _sent(queries)
+        with pytest.raises(psycopg.errors.SyntaxError):
+            raw.execute("BEGIN; SELECT %s::int; COMMIT", (1,))
+    if options == "cursor_factory":
+        options = {"cursor_factory": psycopg.Cursor}
+    connection.close()  # the next connection is made with the options
+    try:
+        with mock.patch.dict(connection.settings_dict["OPTIONS"], options):
+            connection.ensure_connection()
+            assert not isinstance(connection.cursor().cursor, psycopg.ClientCursor)
+            with CaptureQueriesContext(connection) as queries:
+                claim = _run_and_claim("server-side binding")
+                assert ledger.succeed(claim, 3) is True
+                settings.TASKKIT_ASYNCHRONOUS_CLAIMS = True
+                claim2 = _run_and_claim("server-side binding, asynchronous")
+                assert ledger.succeed(claim2, 4) is True
+    finally:
+        connection.close()  # later tests get Django's own cursor again
+    sent = _sent(queries)
+    assert not any(s.startswith(("PREPARE", "EXECUTE", "BEGIN")) for s in sent), sent
+    assert not any(q["sql"].startswith("BEGIN") for q in queries), sent
     assert TaskRun.objects.get(pk=claim.run.pk).result == 3
+    assert TaskRun.objects.get(pk=claim2.run.pk).result == 4
 
 
 def _other_session(sql: str, params: tuple = ()) -> list[tuple]:
