@@ -73,8 +73,9 @@ def fetchone(
     """
     connection = connections[db]
     with connection.cursor() as cursor:
-        relaxed = not flush and _can_relax(connection, cursor)
-        if not _can_prepare(connection, cursor):
+        usable = _client_bound_autocommit(connection, cursor)
+        relaxed = not flush and usable and _can_relax(connection)
+        if not (usable and _can_prepare()):
             return _run(cursor, connection, text, params, relaxed)
         name = name_of(text)
         arguments = f"({', '.join(['%s'] * len(params))})" if params else ""
@@ -152,31 +153,26 @@ def _binds_in_the_client(cursor: Any) -> bool:
     return isinstance(raw, ClientCursor)
 
 
-def _can_relax(connection: Any, cursor: Any) -> bool:
-    """Several statements in one round trip, their results apart: psycopg 3's client-side
-    binding cursor (Django's default), in autocommit."""
+def _client_bound_autocommit(connection: Any, cursor: Any) -> bool:
+    """PostgreSQL in autocommit (an error would abort an open transaction), with a cursor that
+    binds parameters in the client: what both preparing and relaxed claims need."""
     return (
         connection.vendor == "postgresql"
-        and bool(_open_states())
-        and type(connection.connection).__module__.partition(".")[0] == "psycopg"
         and connection.get_autocommit()
         and not connection.in_atomic_block
         and _binds_in_the_client(cursor)
     )
 
 
-def _can_prepare(connection: Any, cursor: Any) -> bool:
-    """PostgreSQL, autocommit (an error would abort an open transaction), not given up, not
-    turned off, and a cursor that binds parameters in the client (see
-    ``_binds_in_the_client``)."""
-    return (
-        connection.vendor == "postgresql"
-        and connection.get_autocommit()
-        and not connection.in_atomic_block
-        and not _given_up
-        and settings.PREPARED_STATEMENTS
-        and _binds_in_the_client(cursor)
-    )
+def _can_relax(connection: Any) -> bool:
+    """Several statements in one round trip, their results apart: psycopg 3 (given
+    ``_client_bound_autocommit``)."""
+    return type(connection.connection).__module__.partition(".")[0] == "psycopg"
+
+
+def _can_prepare() -> bool:
+    """Not given up, not turned off (given ``_client_bound_autocommit``)."""
+    return not _given_up and settings.PREPARED_STATEMENTS
 
 
 def _known(connection: Any) -> set[str]:

@@ -48,16 +48,17 @@ def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
     out = []
     for name, value in values:
         field = _field(model, name)
-        kind = type(value)
-        if kind in as_is.get(type(field), ()) and (kind is not _DATETIME or _aware(value)):
+        if _unchanged(as_is.get(type(field), ()), value):
             out.append(value)
         else:
             out.append(field.get_db_prep_save(value, connection))
     return out
 
 
-def _aware(value: datetime.datetime) -> bool:
-    return value.utcoffset() is not None
+def _unchanged(types: tuple[type[Any], ...], value: Any) -> bool:
+    """``value`` is of a type its field stores as it is (``types``); a datetime only if aware."""
+    kind = type(value)
+    return kind in types and (kind is not _DATETIME or value.utcoffset() is not None)
 
 
 _NONE = type(None)
@@ -167,8 +168,7 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
     params = []
     for field, attname, as_is, own_pre_save in _insert_plan(model, with_pk, connection.vendor):
         value = field.pre_save(instance, True) if own_pre_save else getattr(instance, attname)
-        kind = type(value)
-        if kind not in as_is or (kind is _DATETIME and not _aware(value)):
+        if not _unchanged(as_is, value):
             value = field.get_db_prep_save(value, connection)
         params.append(value)
     return _insert_text(db, model, with_pk), params
