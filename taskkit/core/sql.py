@@ -13,11 +13,14 @@ import datetime
 import functools
 import sqlite3
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from django.conf import settings as django_settings
 from django.db import connections, models
 from django.db.models import Field, Model
+
+_M = TypeVar("_M", bound=Model)
 
 
 def can_return_from_update(db: str) -> bool:
@@ -40,19 +43,33 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
 
 def prep_all(model: type[Model], db: str, values: Any) -> list[Any]:
     """Each ``(name, value)`` of ``values`` as its field saves it (``get_db_prep_save``), the
-    connection looked up once; a value
-    the field would pass through unchanged (a ``str`` for a text field, ``None`` for a field of
-    Django's own that is not JSON) is not sent through it."""
+    connection looked up once. A value the field would pass through unchanged (a ``str`` for a
+    text field, ``None`` for a field of Django's own that is not JSON) is not sent through it, and
+    the commonest conversions are made directly (``_converter``: JSON, and SQLite's UUIDs and
+    datetimes)."""
     connection = connections[db]
-    as_is = _as_is(connection.vendor)
+    plan = _prep_plan(model, connection.vendor)
     out = []
     for name, value in values:
-        field = _field(model, name)
-        if _unchanged(as_is.get(type(field), ()), value):
-            out.append(value)
-        else:
-            out.append(field.get_db_prep_save(value, connection))
+        field, as_is, convert = plan[name]
+        out.append(_prep(field, as_is, convert, value, connection))
     return out
+
+
+def _prep(
+    field: Field[Any, Any],
+    as_is: tuple[type[Any], ...],
+    convert: Converter | None,
+    value: Any,
+    connection: Any,
+) -> Any:
+    if _unchanged(as_is, value):
+        return value
+    if convert is not None:
+        converted = convert(value, connection)
+        if converted is not _SLOW:
+            return converted
+    return field.get_db_prep_save(value, connection)
 
 
 def _unchanged(types: tuple[type[Any], ...], value: Any) -> bool:
@@ -87,6 +104,65 @@ _AS_IS_POSTGRESQL: dict[type[Any], tuple[type[Any], ...]] = {
 
 def _as_is(vendor: str) -> dict[type[Any], tuple[type[Any], ...]]:
     return _AS_IS_POSTGRESQL if vendor == "postgresql" else _AS_IS
+
+
+#: ``convert(value, connection)``: what the field's ``get_db_prep_save`` returns for ``value``,
+#: or ``_SLOW`` where it does not know (the field is asked then).
+Converter = Callable[[Any, Any], Any]
+_SLOW = object()
+
+
+def _sqlite_uuid(value: Any, connection: Any) -> Any:
+    """SQLite's ``UUIDField`` column holds the hex digits (Django: ``value.hex``)."""
+    return value.hex if type(value) is uuid.UUID else _SLOW
+
+
+def _sqlite_datetime(value: Any, connection: Any) -> Any:
+    """An aware datetime, as Django's SQLite operations write it under ``USE_TZ``: made naive in
+    the connection's time zone, as text (``adapt_datetimefield_value``)."""
+    if type(value) is not _DATETIME or value.utcoffset() is None or not django_settings.USE_TZ:
+        return _SLOW
+    return str(value.astimezone(connection.timezone).replace(tzinfo=None))
+
+
+def _json_value(value: Any, connection: Any) -> Any:
+    """A list or dict in a ``JSONField`` without an encoder: what the backend adapts it to
+    (``adapt_json_value``: text on SQLite, a ``Jsonb`` on PostgreSQL)."""
+    if type(value) not in _JSON_CONTAINERS:
+        return _SLOW
+    return connection.ops.adapt_json_value(value, None)
+
+
+_JSON_CONTAINERS = (dict, list)
+
+
+def _converter(field: Field[Any, Any], vendor: str) -> Converter | None:
+    """The direct conversion of ``field``'s values on ``vendor``, if there is one."""
+    kind = type(field)
+    if kind is models.JSONField and field.encoder is None:  # type: ignore[attr-defined]
+        return _json_value
+    if vendor != "sqlite":
+        return None
+    if kind is models.UUIDField:
+        return _sqlite_uuid
+    if kind is models.DateTimeField:
+        return _sqlite_datetime
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _prep_plan(
+    model: type[Model], vendor: str
+) -> dict[str, tuple[Field[Any, Any], tuple[type[Any], ...], Converter | None]]:
+    """Per field name (and attribute name) of ``model``: the field, the value types it stores as
+    they are on ``vendor``, and its direct conversion there."""
+    as_is = _as_is(vendor)
+    plan = {}
+    for field in model._meta.concrete_fields:
+        assert isinstance(field, Field)
+        entry = (field, as_is.get(type(field), ()), _converter(field, vendor))
+        plan[field.name] = plan[field.attname] = entry
+    return plan
 
 
 def column(model: type[Model], db: str, name: str) -> str:
@@ -166,10 +242,13 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
     connection = connections[db]
     with_pk = model._meta.auto_field is None or instance.pk is not None
     params = []
-    for field, attname, as_is, own_pre_save in _insert_plan(model, with_pk, connection.vendor):
+    for field, attname, as_is, convert, own_pre_save in _insert_plan(
+        model, with_pk, connection.vendor
+    ):
         value = field.pre_save(instance, True) if own_pre_save else getattr(instance, attname)
         if not _unchanged(as_is, value):
-            value = field.get_db_prep_save(value, connection)
+            converted = _SLOW if convert is None else convert(value, connection)
+            value = field.get_db_prep_save(value, connection) if converted is _SLOW else converted
         params.append(value)
     return _insert_text(db, model, with_pk), params
 
@@ -177,15 +256,47 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
 @functools.lru_cache(maxsize=64)
 def _insert_plan(
     model: type[Model], with_pk: bool, vendor: str
-) -> list[tuple[Any, str, Any, bool]]:
+) -> list[tuple[Any, str, Any, Converter | None, bool]]:
     """Per inserted field: the field, its attribute, the value types it stores as they are on
-    ``vendor``, and whether its ``pre_save`` does more than read the attribute
-    (``auto_now_add``)."""
-    as_is = _as_is(vendor)
+    ``vendor``, its direct conversion there, and whether its ``pre_save`` does more than read the
+    attribute (``auto_now_add``)."""
+    plan = _prep_plan(model, vendor)
     return [
-        (f, f.attname, as_is.get(type(f), ()), type(f).pre_save is not Field.pre_save)
+        (f, f.attname, *plan[f.name][1:], _own_pre_save(f))
         for f in _inserted_fields(model, with_pk)
     ]
+
+
+def _own_pre_save(field: Field[Any, Any]) -> bool:
+    """Whether ``field.pre_save`` may do more than read the attribute: Django's own date fields
+    only with ``auto_now`` / ``auto_now_add``."""
+    if type(field) in (models.DateTimeField, models.DateField):
+        return bool(field.auto_now or field.auto_now_add)  # type: ignore[attr-defined]
+    return type(field).pre_save is not Field.pre_save
+
+
+def new_instance(model: type[_M], values: dict[str, Any]) -> _M:
+    """``model(**values)`` (values by attribute name), built the way Django builds a row it read:
+    every field's value in order, a missing one at its field's default. The same instance, without
+    the keyword path's per-field lookups (a dispatch builds one per run)."""
+    args = []
+    found = 0
+    for attname, default in _defaults(model):
+        if attname in values:
+            args.append(values[attname])
+            found += 1
+        else:
+            args.append(default())
+    if found != len(values):
+        known = {attname for attname, _ in _defaults(model)}
+        unknown = sorted(set(values) - known)
+        raise TypeError(f"{model.__name__} has no field {', '.join(unknown)}")
+    return model(*args)
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(model: type[Model]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    return tuple((f.attname, f.get_default) for f in model._meta.concrete_fields)
 
 
 Upsert = tuple[type[Model], dict[str, Any], tuple[str, ...], str]

@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from ..core import headers, ledger, redaction, signals
+from ..core import headers, ledger, redaction, signals, sql
 from ..core.conf import settings
 from ..core.context import current_request_id, current_run
 from ..core.db import db_alias
@@ -173,18 +173,21 @@ def _new_run(
 ) -> TaskRun:
     """The row of one dispatch (single or bulk), written published-unless-proven-otherwise."""
     args, kwargs, options, key = call
-    run = TaskRun(
-        id=run_id,
-        task_name=spec.name,
-        queue=queue,
-        args=args,
-        kwargs=kwargs,
-        options=options,
-        idempotency_key=key,
-        state=RunState.PENDING,
-        not_before=not_before,
-        created_at=now,
-        request_id=request_id,
+    run = sql.new_instance(
+        TaskRun,
+        {
+            "id": run_id,
+            "task_name": spec.name,
+            "queue": queue,
+            "args": args,
+            "kwargs": kwargs,
+            "options": options,
+            "idempotency_key": key,
+            "state": RunState.PENDING,
+            "not_before": not_before,
+            "created_at": now,
+            "request_id": request_id,
+        },
     )
     ledger.expect_publish(run, now)
     return run

@@ -75,3 +75,25 @@ def test_insert_statement_gives_what_save_would(model):
             assert same(got, want), (model, field, value)
             checked += 1
     assert checked > len(SAMPLES)
+
+
+@pytest.mark.parametrize("model", [TaskRun, TaskAttempt, TaskResult])
+def test_new_instance_is_the_keyword_instance(model):
+    """``new_instance`` gives what ``model(**values)`` gives: the values given, every other field
+    at its default (a fresh list or dict for a JSON default, not a shared one)."""
+    values = {"id": uuid.UUID(int=3)} if model is not TaskAttempt else {"run_id": uuid.UUID(int=3)}
+    values["finished_at" if model is not TaskResult else "date_done"] = SAMPLES[10]
+    built, expected = sql.new_instance(model, values), model(**values)
+    for field in model._meta.concrete_fields:
+        got, want = getattr(built, field.attname), getattr(expected, field.attname)
+        if field.name == "id" and model is TaskRun and "id" not in values:
+            continue
+        assert same(got, want), field
+    assert built._state.adding and built._state.db is None
+    if model is TaskRun:
+        assert built.args == [] and built.args is not sql.new_instance(model, {}).args
+
+
+def test_new_instance_refuses_an_unknown_name():
+    with pytest.raises(TypeError, match="TaskRun has no field colour"):
+        sql.new_instance(TaskRun, {"task_name": "t", "colour": "red"})
