@@ -47,9 +47,12 @@ from ..core.exceptions import (
 from ..core.serialization import cap_result, decode_call, encode_call, encode_result
 from ..core.spec import RUN_HEADER, TaskSpec
 from ..models import CLAIMABLE_STATES, AttemptOutcome, RunState, TaskAttempt, TaskRun
-from . import results
+from . import results, revoked
 
 logger = logging.getLogger("taskkit.execution")
+#: The states in which a run ends the Celery task with ``Ignore``, shown ``REVOKED`` to monitors
+#: (a ``task-revoked`` event, a django-celery-results row): Celery's name for a task not run.
+REVOKED_STATES = (RunState.DISCARDED, RunState.CANCELLED)
 
 
 def lease_seconds(spec: TaskSpec) -> float:
@@ -166,8 +169,15 @@ def _claim_the_slow_way(
             run.state,
             run.attempts,
         )
+        if run.state in REVOKED_STATES:  # e.g. cancelled or discarded while its message waited
+            revoked.announce(spec.app.tasks.get(spec.name), request, _revoked_reason(run))
         raise Ignore()
     return claim
+
+
+def _revoked_reason(run: TaskRun) -> str:
+    """Why a Discarded / Cancelled run will not run, as its Celery result says (REVOKED)."""
+    return run.discard_reason or f"taskkit: the run is {run.state.lower()}"
 
 
 def _early(run: TaskRun) -> bool:
@@ -393,8 +403,7 @@ def record_failure(
     error = redaction.mask_error(ledger.ErrorInfo.from_exception(exc), secrets)
     exc = redaction.mask_exception(exc, secrets)  # signals and logs never see a sensitive value
     row = None
-    ignored = (RunState.DISCARDED, RunState.CANCELLED)
-    if request is not None and verdict.state not in ignored:  # Celery stores no Ignore
+    if request is not None and verdict.state not in REVOKED_STATES:  # Celery stores no Ignore
         celery_state = "RETRY" if verdict.state == RunState.RETRYING else "FAILURE"
         shown = raised if raised is not None and celery_state == "FAILURE" else exc
         row = results.row_for(spec, request, celery_state, shown, error.traceback)
@@ -480,7 +489,9 @@ def _after_failure(
         if outward is not exc:  # the original must not appear as the Retry's context either
             raise Retry(exc=outward, when=verdict.delay) from None
         raise Retry(exc=exc, when=verdict.delay)
-    if state in (RunState.DISCARDED, RunState.CANCELLED):
+    if state in REVOKED_STATES:
+        reason = verdict.reason or f"taskkit: the run is {state.lower()}"
+        revoked.announce(spec.app.tasks.get(spec.name), request, reason)
         raise Ignore()  # logged by taskkit.observe.signal_handlers
     if raised is not exc:
         raise raised from None

@@ -7,13 +7,16 @@ Succeeded, Failed, Retried), are compared with the ledger's rows and attempts.
 """
 
 import pytest
+from django_celery_results.models import TaskResult
 from flower.events import EventsState
 
+import taskkit
 from taskkit.core import headers
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
 from tests.conftest import wait_for
 from tests.integration.test_secrets import EventTap
 from tests.testapp import tasks
+from tests.testapp.models import Effect, Order
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
@@ -117,3 +120,37 @@ def test_flower_shows_what_the_ledger_says(tap):
     flower_states = [t.state for t in state.tasks.values()]
     assert flower_states.count("SUCCESS") == ended[RunState.SUCCEEDED]
     assert flower_states.count("FAILURE") == ended[RunState.FAILED]
+
+
+def test_flower_shows_discarded_and_cancelled_runs_revoked(tap):
+    """A run the worker discards (its object was deleted) and a run cancelled while its message
+    waited for its countdown end ``REVOKED`` in Flower and in django-celery-results, not
+    ``STARTED``: the ledger says *Discarded* / *Cancelled*, Celery's name for them is REVOKED."""
+    order = Order.objects.create(reference="gone")
+    discarded = tasks.touch_order_discard.apply_async((order,), countdown=0.5)
+    order.delete()
+    waiting = tasks.record.apply_async(("never",), countdown=4)
+    wait_for(
+        lambda: any(e["type"] == "task-received" for e in tap.of(waiting.id)),
+        30,
+        what="the worker to hold the cancelled run's message",
+    )
+    assert taskkit.cancel(waiting.id).cancelled
+    ids = (discarded.id, waiting.id)
+    wait_for(
+        lambda: all(any(e["type"] == "task-revoked" for e in tap.of(i)) for i in ids),
+        60,
+        what="a task-revoked event for both runs",
+    )
+
+    state = EventsState()
+    for event in [e for e in list(tap.events) if e.get("uuid") in ids]:
+        state.event(dict(event))
+    assert TaskRun.objects.get(pk=discarded.id).state == RunState.DISCARDED
+    assert TaskRun.objects.get(pk=waiting.id).state == RunState.CANCELLED
+    assert [e["type"] for e in tap.of(waiting.id)][-2:] == ["task-started", "task-revoked"]
+    for run_id in ids:
+        assert state.tasks[run_id].state == "REVOKED", run_id
+    rows = dict(TaskResult.objects.filter(task_id__in=ids).values_list("task_id", "status"))
+    assert rows == {discarded.id: "REVOKED", waiting.id: "REVOKED"}
+    assert not Effect.objects.filter(kind="never").exists()
