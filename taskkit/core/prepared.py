@@ -41,8 +41,9 @@ DUPLICATE_STATEMENT = "42P05"
 
 _PLACEHOLDER = re.compile(r"%s")
 
-#: Set once a session forgot a statement twice in a row: this process sends plain text.
-_given_up = False
+#: Database aliases of which a session forgot a statement twice in a row: this process sends
+#: them plain text (another database, not behind the proxy, keeps its prepared statements).
+_given_up: set[str] = set()
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,7 +76,7 @@ def fetchone(
     with connection.cursor() as cursor:
         usable = _client_bound_autocommit(connection, cursor)
         relaxed = not flush and usable and _can_relax(connection)
-        if not (usable and _can_prepare()):
+        if not (usable and _can_prepare(db)):
             return _run(cursor, connection, text, params, relaxed)
         name = name_of(text)
         arguments = f"({', '.join(['%s'] * len(params))})" if params else ""
@@ -92,7 +93,7 @@ def fetchone(
                     raise
                 known.clear()  # the session is not the one these were prepared in
                 if attempt == 2:
-                    _give_up(name)
+                    _give_up(db, name)
                     return _run(cursor, connection, text, params, relaxed)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -170,9 +171,9 @@ def _can_relax(connection: Any) -> bool:
     return type(connection.connection).__module__.partition(".")[0] == "psycopg"
 
 
-def _can_prepare() -> bool:
-    """Not given up, not turned off (given ``_client_bound_autocommit``)."""
-    return not _given_up and settings.PREPARED_STATEMENTS
+def _can_prepare(db: str) -> bool:
+    """Not given up on ``db``, not turned off (given ``_client_bound_autocommit``)."""
+    return db not in _given_up and settings.PREPARED_STATEMENTS
 
 
 def _known(connection: Any) -> set[str]:
@@ -196,15 +197,15 @@ def _prepare(cursor: Any, name: str, text: str) -> None:
         # by another process sharing the session through a proxy): same name, same text.
 
 
-def _give_up(name: str) -> None:
-    global _given_up
-    _given_up = True
+def _give_up(db: str, name: str) -> None:
+    _given_up.add(db)
     logger.warning(
-        "taskkit: prepared statement %s was unknown to the database session twice in a row: the "
-        "connection goes through a transaction-pooling proxy (such as PgBouncer in transaction "
-        "mode). This process sends the statements unprepared from now on; set "
-        "TASKKIT_PREPARED_STATEMENTS = False to say so from the start.",
+        "taskkit: prepared statement %s was unknown to the session of database %r twice in a "
+        "row: the connection goes through a transaction-pooling proxy (such as PgBouncer in "
+        "transaction mode). This process sends that database's statements unprepared from now "
+        "on; set TASKKIT_PREPARED_STATEMENTS = False to say so from the start.",
         name,
+        db,
     )
 
 
@@ -216,8 +217,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def reset() -> None:
     """Forget that this process gave up preparing (tests)."""
-    global _given_up
-    _given_up = False
+    _given_up.clear()
 
 
 __all__ = ["RELAXED_PREFIX", "RELAXED_SUFFIX", "fetchone", "name_of", "reset", "server_text"]

@@ -100,7 +100,7 @@ def test_a_session_that_forgot_them_prepares_them_again(clean_broker, settings, 
     run = TaskRun.objects.get(pk=claim.run.pk)
     assert (run.state, run.attempts) == (RunState.SUCCEEDED, 1)
     assert TaskAttempt.objects.filter(run=run).count() == 1
-    assert not prepared._given_up
+    assert "default" not in prepared._given_up
     assert _idle()  # the claim's miss, inside its relaxed transaction, was rolled back
     relaxed = [q for q in queries if q["sql"].startswith(prepared.RELAXED_PREFIX)]
     assert len(relaxed) == (2 if asynchronous else 0), sent  # the miss, then the claim
@@ -119,7 +119,7 @@ def test_a_new_connection_to_a_session_that_has_them_uses_them(clean_broker):
     assert sum(s.startswith("PREPARE taskkit_") for s in sent) == 2, sent  # both "already exist"
     assert sum(s.startswith("EXECUTE taskkit_") for s in sent) == 2, sent
     assert TaskRun.objects.get(pk=claim.run.pk).state == RunState.SUCCEEDED
-    assert not prepared._given_up
+    assert "default" not in prepared._given_up
 
 
 def test_without_autocommit_the_text_is_sent(clean_broker):
@@ -157,7 +157,7 @@ def test_a_session_that_keeps_forgetting_them_gets_plain_statements(clean_broker
             assert ledger.fail(claim2, ledger.ErrorInfo.from_exception(ValueError("x")), None) == (
                 RunState.FAILED
             )
-    assert prepared._given_up
+    assert prepared._given_up == {"default"}  # only the database that lost them
     warnings = [r for r in caplog.records if "transaction-pooling proxy" in r.getMessage()]
     assert len(warnings) == 1
     assert not any(s.startswith(("PREPARE", "EXECUTE")) for s in _sent(later)), _sent(later)
