@@ -65,10 +65,20 @@ class Terminal:
 
     def __init__(self, env: dict[str, str]) -> None:
         stamp = f"{os.environ.get('VENV', '.venv')}/.installed-"
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: make, the session leader of the terminal
-            os.chdir(ROOT)
-            os.execvpe("make", ["make", "-o", stamp, "demo"], env)
+        # make leads a new session whose controlling terminal is the pty (util-linux's setsid
+        # --ctty, then exec: the same pid), started without forking this multi-threaded process
+        # by hand (pty.fork() warns about that from Python 3.12).
+        self.fd, tty = pty.openpty()
+        self.process = subprocess.Popen(
+            ["setsid", "--ctty", "make", "-o", stamp, "demo"],
+            cwd=ROOT,
+            env=env,
+            stdin=tty,
+            stdout=tty,
+            stderr=tty,
+        )
+        os.close(tty)
+        self.pid = self.process.pid
         self.output = b""
         self.status: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -93,9 +103,8 @@ class Terminal:
     def wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
+            if self.process.poll() is not None:
+                self.status = self.process.returncode
                 return self.status
             time.sleep(0.1)
         return None
