@@ -29,6 +29,27 @@ TERMINAL_STATES = frozenset(
     {RunState.SUCCEEDED, RunState.FAILED, RunState.DISCARDED, RunState.CANCELLED}
 )
 CLAIMABLE_STATES = frozenset({RunState.PENDING, RunState.QUEUED, RunState.RETRYING})
+#: Every state but the two a successful run enters (RUNNING, SUCCEEDED): the waiting ones it leaves
+#: and the ends of a run that did not succeed. The indexes that hold a run's state hold only these,
+#: so a run that succeeds writes an entry there when dispatched and removes it when claimed.
+OFF_HAPPY_PATH = (
+    RunState.PENDING,
+    RunState.QUEUED,
+    RunState.RETRYING,
+    RunState.FAILED,
+    RunState.DISCARDED,
+    RunState.CANCELLED,
+)
+
+
+def state_in(states: tuple[str, ...]) -> Q:
+    """``state = A OR state = B …``: the form of a condition on the state that SQLite's planner
+    can match against a partial index (it proves ``state = A`` implies an OR of equalities, not an
+    ``IN`` list). PostgreSQL matches either form."""
+    condition = Q(state=states[0])
+    for state in states[1:]:
+        condition |= Q(state=state)
+    return condition
 
 
 class AttemptOutcome(models.TextChoices):
@@ -120,7 +141,10 @@ class TaskRun(models.Model):
         # HOT). The indexes only the relay, the stuck panel and the filters read are partial on
         # the rows they look for, so a claim and an outcome skip them (measured: 8 index entries
         # fewer per run). Their queries name the same condition (``state = RUNNING``, a bound
-        # ``finished_at``…), which both databases' planners match.
+        # ``finished_at``…), which both databases' planners match. No full index holds the state:
+        # runs by state (and by task and state) are indexed only off the happy path, and the runs
+        # of a task by their (unchanging) creation time. On SQLite a successful run's claim and
+        # end write 97 KB of WAL instead of 124 KB (``bench.hotpath``), which checkpoints copy.
         indexes = [
             # The relay's due retries and countdowns: only rows that wait for a time.
             models.Index(
@@ -128,8 +152,17 @@ class TaskRun(models.Model):
                 name="taskkit_run_state_due",
                 condition=Q(not_before__isnull=False),
             ),
-            models.Index(fields=["state", "created_at"], name="taskkit_run_state_created"),
-            models.Index(fields=["task_name", "state"], name="taskkit_run_task_state"),
+            models.Index(
+                fields=["state", "created_at"],
+                name="taskkit_run_state_created",
+                condition=state_in(OFF_HAPPY_PATH),
+            ),
+            models.Index(
+                fields=["task_name", "state"],
+                name="taskkit_run_task_state",
+                condition=state_in(OFF_HAPPY_PATH),
+            ),
+            models.Index(fields=["task_name", "created_at"], name="taskkit_run_task_created"),
             models.Index(fields=["-created_at"], name="taskkit_run_created"),
             models.Index(
                 fields=["idempotency_key"],

@@ -2,7 +2,8 @@
 
 Each is one indexed condition: ``created_at`` / ``finished_at`` ranges (``taskkit_run_created``,
 ``taskkit_run_state_finished``), ``error_type`` (``taskkit_run_error_type``), and the stuck-work
-conditions of ``taskkit.admin.stuck`` (``taskkit_run_state_created`` / ``_queued`` / ``_lease``).
+conditions of ``taskkit.admin.stuck`` (``taskkit_run_state_created``, which holds the states off
+the happy path, ``taskkit_run_state_queued``, ``taskkit_run_state_lease``).
 """
 
 from __future__ import annotations

@@ -48,11 +48,11 @@ class LedgerStats:
 
 
 def read(now: datetime.datetime | None = None) -> LedgerStats:
-    """Read the figures now (seven queries)."""
+    """Read the figures now (eight queries)."""
     now = now or timezone.now()
     runs: dict[tuple[str, str], int] = {}
     attempts: dict[str, int] = {}
-    # One pass over the (task_name, state) index gives both run counts and attempt totals.
+    # One pass over the runs gives both run counts and attempt totals.
     for row in TaskRun.objects.values("task_name", "state").annotate(
         n=Count("id"), attempts=Sum("attempts")
     ):
@@ -66,12 +66,11 @@ def read(now: datetime.datetime | None = None) -> LedgerStats:
         .annotate(n=Count("id"))
     }
 
-    oldest_waiting = {
-        row["state"]: max(0.0, (now - row["oldest"]).total_seconds())
-        for row in TaskRun.objects.filter(state__in=WAITING_STATES)
-        .values("state")
-        .annotate(oldest=Min("created_at"))
-    }
+    oldest_waiting = {}
+    for state in WAITING_STATES:  # one index seek each (a partial index SQLite matches by `=`)
+        oldest = TaskRun.objects.filter(state=state).aggregate(oldest=Min("created_at"))["oldest"]
+        if oldest is not None:
+            oldest_waiting[state.value] = max(0.0, (now - oldest).total_seconds())
 
     recent = list(
         TaskRun.objects.filter(first_started_at__isnull=False)
