@@ -246,10 +246,7 @@ def insert_statement(db: str, instance: Model) -> tuple[str, list[Any]]:
         model, with_pk, connection.vendor
     ):
         value = field.pre_save(instance, True) if own_pre_save else getattr(instance, attname)
-        if not _unchanged(as_is, value):
-            converted = _SLOW if convert is None else convert(value, connection)
-            value = field.get_db_prep_save(value, connection) if converted is _SLOW else converted
-        params.append(value)
+        params.append(_prep(field, as_is, convert, value, connection))
     return _insert_text(db, model, with_pk), params
 
 

@@ -170,14 +170,15 @@ def _claim_the_slow_way(
             run.attempts,
         )
         if run.state in REVOKED_STATES:  # e.g. cancelled or discarded while its message waited
-            revoked.announce(spec.app.tasks.get(spec.name), request, _revoked_reason(run))
+            reason = _revoked_reason(run.state, run.discard_reason)
+            revoked.announce(spec.app.tasks.get(spec.name), request, reason)
         raise Ignore()
     return claim
 
 
-def _revoked_reason(run: TaskRun) -> str:
+def _revoked_reason(state: str, reason: str) -> str:
     """Why a Discarded / Cancelled run will not run, as its Celery result says (REVOKED)."""
-    return run.discard_reason or f"taskkit: the run is {run.state.lower()}"
+    return reason or f"taskkit: the run is {state.lower()}"
 
 
 def _early(run: TaskRun) -> bool:
@@ -490,7 +491,7 @@ def _after_failure(
             raise Retry(exc=outward, when=verdict.delay) from None
         raise Retry(exc=exc, when=verdict.delay)
     if state in REVOKED_STATES:
-        reason = verdict.reason or f"taskkit: the run is {state.lower()}"
+        reason = _revoked_reason(state, verdict.reason)
         revoked.announce(spec.app.tasks.get(spec.name), request, reason)
         raise Ignore()  # logged by taskkit.observe.signal_handlers
     if raised is not exc:

@@ -7,11 +7,14 @@ Succeeded, Failed, Retried), are compared with the ledger's rows and attempts.
 """
 
 import pytest
+from celery import Task as CeleryTask
+from django.db import transaction
 from django_celery_results.models import TaskResult
 from flower.events import EventsState
 
 import taskkit
 from taskkit.core import headers
+from taskkit.core.spec import RUN_HEADER
 from taskkit.models import AttemptOutcome, RunState, TaskAttempt, TaskRun
 from tests.conftest import wait_for
 from tests.integration.test_secrets import EventTap
@@ -123,19 +126,20 @@ def test_flower_shows_what_the_ledger_says(tap):
 
 
 def test_flower_shows_discarded_and_cancelled_runs_revoked(tap):
-    """A run the worker discards (its object was deleted) and a run cancelled while its message
-    waited for its countdown end ``REVOKED`` in Flower and in django-celery-results, not
-    ``STARTED``: the ledger says *Discarded* / *Cancelled*, Celery's name for them is REVOKED."""
+    """A run the worker discards (its object was deleted) and a run cancelled before its message
+    reached a worker end ``REVOKED`` in Flower and in django-celery-results, not ``STARTED``: the
+    ledger says *Discarded* / *Cancelled*, Celery's name for them is REVOKED."""
     order = Order.objects.create(reference="gone")
-    discarded = tasks.touch_order_discard.apply_async((order,), countdown=0.5)
-    order.delete()
-    waiting = tasks.record.apply_async(("never",), countdown=4)
-    wait_for(
-        lambda: any(e["type"] == "task-received" for e in tap.of(waiting.id)),
-        30,
-        what="the worker to hold the cancelled run's message",
-    )
+    with transaction.atomic():  # published on commit, when the order is already gone
+        discarded = tasks.touch_order_discard.delay(order)
+        order.delete()
+    # Due in an hour: the relay's to publish (no message yet). Cancelled now, then a message for
+    # it is delivered, as a late or duplicate one would be.
+    waiting = tasks.record.apply_async(("never",), countdown=3600)
     assert taskkit.cancel(waiting.id).cancelled
+    CeleryTask.apply_async(
+        tasks.record, args=(), kwargs={}, task_id=waiting.id, headers={RUN_HEADER: "1"}
+    )
     ids = (discarded.id, waiting.id)
     wait_for(
         lambda: all(any(e["type"] == "task-revoked" for e in tap.of(i)) for i in ids),
