@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -30,6 +28,7 @@ from ..core.conf import settings
 from ..core.db import db_alias
 from ..core.headers import MessageHeaders, for_run
 from ..core.spec import PUBLISH_OPTIONS, RUN_HEADER, TaskSpec
+from . import templates
 
 logger = logging.getLogger("taskkit.publish")
 
@@ -160,20 +159,53 @@ def publish_many(
     publish_options = _publish_options(options, not_before)
     retry_policy = _retry_policy()
 
-    def send(run_id: Any, producer: Any) -> None:
+    def send_shown(
+        run_id: Any, producer: Any, shown: MessageHeaders | None, retry: bool = True
+    ) -> None:
         spec.send(
             args=(),
             kwargs={},
             task_id=str(run_id),
             producer=producer,
             headers={RUN_HEADER: "1"},
-            retry=True,
+            retry=retry,
             retry_policy=retry_policy,
             **publish_options,
-            **_shown(headers, run_id),
+            **({} if shown is None else shown.publish_options(run_id)),
         )
 
+    def send(run_id: Any, producer: Any) -> None:
+        send_shown(run_id, producer, headers.get(run_id) if headers else None)
+
+    if len(run_ids) == 1:
+        run_id = run_ids[0]
+        try:
+            if templates.single_send(
+                spec.app,
+                spec.name,
+                run_id,
+                publish_options,
+                headers.get(run_id) if headers else None,
+                _built_outside_worker_task(send_shown),
+            ):
+                return [run_id]
+        except Exception as exc:  # that was the first attempt: Celery retries, one time fewer
+            if retry_policy["max_retries"] < 1:
+                _given_up(spec.name, "", 1, f"{type(exc).__name__}: {exc}")
+                return []
+            retry_policy["max_retries"] -= 1
     return _send_all(spec.app, spec.name, run_ids, send, "", headers)
+
+
+def _built_outside_worker_task(send_shown: Any) -> Any:
+    """A template's ``build``: one message through Celery, no retries (a failure is the first
+    attempt of the publish retry policy)."""
+
+    def build(run_id: Any, producer: Any, shown: MessageHeaders | None) -> None:
+        with _outside_worker_task():
+            send_shown(run_id, producer, shown, retry=False)
+
+    return build
 
 
 def _shown(headers: Mapping[Any, MessageHeaders] | None, run_id: Any) -> dict[str, Any]:
@@ -219,7 +251,7 @@ def _send_all(
                 send(run_id, producer)
                 sent.append(run_id)
             if len(run_ids) > 1 and _pipelines(producer):  # a single .delay() skips the checks
-                cloning = _can_clone(app)
+                cloning = templates.can_clone(app)
                 for start in range(1, len(run_ids), PIPELINE_SIZE):
                     chunk = run_ids[start : start + PIPELINE_SIZE]
                     if not (cloning and _pipeline_clones(producer, chunk, send, headers)):
@@ -232,17 +264,20 @@ def _send_all(
                     send(run_id, producer)
                     sent.append(run_id)
     except Exception as exc:
-        logger.warning(
-            "taskkit: could not publish %d of %d runs of %s%s (%s: %s); they stay in the ledger "
-            "for the relay to publish.",  # e.g. "could not publish 1 of 1 runs"
-            len(run_ids) - len(sent),
-            len(run_ids),
-            name,
-            how,
-            type(exc).__name__,
-            exc,
-        )
+        _given_up(name, how, len(run_ids) - len(sent), f"{type(exc).__name__}: {exc}", len(run_ids))
     return sent
+
+
+def _given_up(name: str, how: str, unsent: int, why: str, total: int | None = None) -> None:
+    logger.warning(
+        "taskkit: could not publish %d of %d runs of %s%s (%s); they stay in the ledger for the "
+        "relay to publish.",  # e.g. "could not publish 1 of 1 runs"
+        unsent,
+        unsent if total is None else total,
+        name,
+        how,
+        why,
+    )
 
 
 def _pipelines(producer: Any) -> bool:
@@ -254,16 +289,6 @@ def _pipelines(producer: Any) -> bool:
     return callable(getattr(channel, "create_publish_batch", None)) and bool(
         getattr(channel, "supports_batch_publish", True)
     )
-
-
-def _can_clone(app: celery.Celery) -> bool:
-    """Whether the messages of a batch may be copies of the first one, ids apart: nothing per
-    message is asked of Celery (no task-sent events, no publish signal receivers)."""
-    from celery import signals
-
-    if app.conf.task_send_sent_event:
-        return False
-    return not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
 
 
 def _pipeline_clones(
@@ -295,8 +320,12 @@ def _pipeline_clones(
             channel._put(queue, message)
         return False
     queue, message = captured[0]
+    try:
+        clone = templates.Cloner(message)
+    except ValueError:  # task protocol 1: the copies would share the first run's id
+        channel._put(queue, message)
+        return False
     key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
-    clone = _Cloner(message)
     with channel.conn_or_acquire() as client:
         pipe = client.pipeline(transaction=False)
         pipe.lpush(key, clone.first)
@@ -305,84 +334,6 @@ def _pipeline_clones(
             pipe.lpush(key, clone(run_id, shown))
         pipe.execute()
     return True
-
-
-#: The fields of a message that differ from run to run: (part of the message, key). Celery
-#: also copies ``argsrepr`` / ``kwargsrepr`` into the properties (an ``apply_async`` option it
-#: passes on to kombu), so they are replaced there too when present.
-_PER_RUN_FIELDS = (
-    ("headers", "id"),
-    ("headers", "root_id"),
-    ("headers", "parent_id"),
-    ("headers", "argsrepr"),
-    ("headers", "kwargsrepr"),
-    ("headers", "retries"),
-    ("properties", "correlation_id"),
-    ("properties", "delivery_tag"),
-    ("properties", "argsrepr"),
-    ("properties", "kwargsrepr"),
-)
-
-
-class _Cloner:
-    """Copies of one encoded message with the per-run fields (``_PER_RUN_FIELDS``) replaced: the
-    message is encoded once with a marker in each field present, made a format string at the
-    markers, and each copy is that string filled with the run's values (JSON-encoded)."""
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        from kombu.utils.json import dumps
-
-        self.first = dumps(message)
-        marked = {**message, "headers": dict(message["headers"])}
-        marked["properties"] = dict(message["properties"])
-        markers: dict[int, str] = {}
-        for index, (part, key) in enumerate(_PER_RUN_FIELDS):
-            if key in marked[part]:
-                marker = f"\x00taskkit-{index}\x00"
-                marked[part][key] = marker
-                markers[index] = json.dumps(marker)
-        template = dumps(marked)
-        found = sorted((template.index(marker), index) for index, marker in markers.items())
-        #: positions in ``_PER_RUN_FIELDS`` of the fields, in the order the message holds them
-        self.order = [index for _, index in found]
-        pieces: list[str] = []
-        at = 0
-        for position, index in found:
-            pieces.append(template[at:position].replace("{", "{{").replace("}", "}}"))
-            at = position + len(markers[index])
-        pieces.append(template[at:].replace("{", "{{").replace("}", "}}"))
-        self.format = "{}".join(pieces).format
-
-    def __call__(self, run_id: Any, shown: MessageHeaders | None) -> str:
-        text = _quote(str(run_id))
-        if shown is None:
-            root, parent, args, kwargs, retries = text, "null", '"()"', '"{}"', "0"
-        else:
-            root = _quote(shown.root_id) if shown.root_id else text
-            parent = _quote(shown.parent_id) if shown.parent_id else "null"
-            args, kwargs = _quote(shown.argsrepr), _quote(shown.kwargsrepr)
-            retries = str(int(shown.retries))
-        # in the order of _PER_RUN_FIELDS
-        values = (
-            text,
-            root,
-            parent,
-            args,
-            kwargs,
-            retries,
-            text,
-            f'"{uuid.uuid4()}"',
-            args,
-            kwargs,
-        )
-        return self.format(*[values[index] for index in self.order])
-
-
-def _quote(text: str) -> str:
-    """``text`` as a JSON string, as kombu's encoder writes it (ASCII, escaped)."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'  # nothing to escape (run ids, most argument texts)
-    return json.dumps(text)
 
 
 @contextlib.contextmanager

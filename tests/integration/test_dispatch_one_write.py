@@ -61,13 +61,13 @@ def test_the_happy_path_is_one_insert_and_no_write_after_the_publish(clean_broke
 def test_a_failed_publish_puts_the_run_back_to_pending(clean_broker, settings, monkeypatch):
     """The broker refuses: the run is not left marked published; the relay publishes it."""
     settings.TASKKIT_RELAY_GRACE_SECONDS = 1
-    import celery
+    import redis
 
-    def refuse(*args, **kwargs):
-        raise ConnectionRefusedError("broker down")
+    def refuse(self, name, *values):
+        raise redis.ConnectionError("broker down")
 
     with monkeypatch.context() as patch:
-        patch.setattr(celery.Task, "apply_async", refuse)
+        patch.setattr(redis.Redis, "lpush", refuse)  # kombu's and the templates' push
         with transaction.atomic():
             result = tasks.parked.delay("refused")
     run = TaskRun.objects.get(pk=result.id)

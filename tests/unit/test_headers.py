@@ -86,9 +86,9 @@ def test_root_parent_and_retries(options, attempts, root, parent, retries):
     "text", ["abc", 'a"b', "a\\b", "é", "\x00", "\t", "('x', 1)", "<sensitive>", "\u2028", ""]
 )
 def test_spliced_values_are_encoded_as_kombu_encodes_them(text):
-    """The bulk copies splice each run's texts into one encoded message: same JSON as kombu's."""
+    """Message copies splice each run's texts into one encoded message: same JSON as kombu's."""
     from kombu.utils.json import dumps
 
-    from taskkit.producer.publisher import _quote
+    from taskkit.producer.templates import _quote
 
     assert _quote(text) == dumps(text)
