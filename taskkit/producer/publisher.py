@@ -171,11 +171,11 @@ def publish_many(
             retry=retry,
             retry_policy=retry_policy,
             **publish_options,
-            **({} if shown is None else shown.publish_options(run_id)),
+            **_shown(shown, run_id),
         )
 
     def send(run_id: Any, producer: Any) -> None:
-        send_shown(run_id, producer, headers.get(run_id) if headers else None)
+        send_shown(run_id, producer, _header_of(headers, run_id))
 
     if len(run_ids) == 1:
         run_id = run_ids[0]
@@ -185,7 +185,7 @@ def publish_many(
                 spec.name,
                 run_id,
                 publish_options,
-                headers.get(run_id) if headers else None,
+                _header_of(headers, run_id),
                 _built_outside_worker_task(send_shown),
             ):
                 return [run_id]
@@ -208,8 +208,12 @@ def _built_outside_worker_task(send_shown: Any) -> Any:
     return build
 
 
-def _shown(headers: Mapping[Any, MessageHeaders] | None, run_id: Any) -> dict[str, Any]:
-    shown = headers.get(run_id) if headers else None
+def _header_of(headers: Mapping[Any, MessageHeaders] | None, run_id: Any) -> MessageHeaders | None:
+    return headers.get(run_id) if headers else None
+
+
+def _shown(shown: MessageHeaders | None, run_id: Any) -> dict[str, Any]:
+    """The ``apply_async`` options that put ``shown`` on the message (none: Celery's own)."""
     return shown.publish_options(run_id) if shown is not None else {}
 
 
@@ -304,34 +308,18 @@ def _pipeline_clones(
     if the first message is not one plain ``LPUSH`` (a queue bound twice, or with an expiry):
     the caller then sends the chunk message by message."""
     channel = producer.channel
-    captured: list[tuple[str, dict[str, Any]]] = []
-
-    def capture(queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        captured.append((queue, message))
-
-    channel._put = capture
-    try:
-        send(chunk[0], producer)
-    finally:
-        del channel._put  # back to the class's method
-    expires = getattr(channel, "_expires", None) or {}
-    if len(captured) != 1 or captured[0][0] in expires:
+    captured = templates.intercepted(channel, lambda: send(chunk[0], producer))
+    copy = templates.copyable(channel, captured)
+    if copy is None:
         for queue, message in captured:  # deliver what was routed, as kombu would have
             channel._put(queue, message)
         return False
-    queue, message = captured[0]
-    try:
-        clone = templates.Cloner(message)
-    except ValueError:  # task protocol 1: the copies would share the first run's id
-        channel._put(queue, message)
-        return False
-    key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
+    key, clone = copy
     with channel.conn_or_acquire() as client:
         pipe = client.pipeline(transaction=False)
         pipe.lpush(key, clone.first)
         for run_id in chunk[1:]:
-            shown = headers.get(run_id) if headers else None
-            pipe.lpush(key, clone(run_id, shown))
+            pipe.lpush(key, clone(run_id, _header_of(headers, run_id)))
         pipe.execute()
     return True
 
@@ -414,7 +402,7 @@ def publish_many_by_name(
             retry_policy=retry_policy,
             add_to_parent=False,
             **publish_options,
-            **_shown(headers, run_id),
+            **_shown(_header_of(headers, run_id), run_id),
         )
 
     return _send_all(app, task_name, run_ids, send, " by name", headers)

@@ -26,6 +26,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +248,38 @@ def _pool_exhausted(exc: Exception) -> bool:
     return isinstance(exc, redis.ConnectionError) and str(exc) == "Too many connections"
 
 
+def intercepted(channel: Any, send: Callable[[], None]) -> list[tuple[str, dict[str, Any]]]:
+    """The deliveries (queue, message) that ``send()`` makes on kombu's Redis ``channel``,
+    intercepted: none of them reaches Redis."""
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        captured.append((queue, message))
+
+    channel._put = capture
+    try:
+        send()
+    finally:
+        del channel._put  # back to the class's method
+    return captured
+
+
+def copyable(channel: Any, captured: list[tuple[str, dict[str, Any]]]) -> tuple[str, Cloner] | None:
+    """The Redis list and the ``Cloner`` of the one delivery in ``captured``, or ``None`` if its
+    copies would not be what kombu sends: more than one delivery (a queue bound twice, a fanout),
+    a queue with an expiry (kombu sets it again on each message), task protocol 1."""
+    expires = getattr(channel, "_expires", None) or {}
+    if len(captured) != 1 or captured[0][0] in expires:
+        return None
+    queue, message = captured[0]
+    try:
+        clone = Cloner(message)
+    except ValueError:
+        return None
+    priority = channel._get_message_priority(message, reverse=False)
+    return channel._q_for_pri(queue, priority), clone
+
+
 def _build(
     app: celery.Celery, pool: Any, now: float, shown: MessageHeaders | None, build: Any
 ) -> _Template | None:
@@ -262,30 +295,18 @@ def _build(
         channel = producer.channel  # the connection's open channel: no round trip
         if not all(hasattr(channel, a) for a in ("_put", "_q_for_pri", "_create_client")):
             return _Template(pool, now)
-        captured: list[tuple[str, dict[str, Any]]] = []
-
-        def capture(queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-            captured.append((queue, message))
-
-        channel._put = capture
-        try:
-            build(_PLACEHOLDER, producer, None if shown is None else _PLACEHOLDER_HEADERS)
-        finally:
-            del channel._put  # back to the class's method
-        expires = getattr(channel, "_expires", None) or {}
-        if len(captured) != 1 or captured[0][0] in expires:
-            return _Template(pool, now)  # a queue bound twice, or with an expiry
-        queue, message = captured[0]
-        headers, properties = message.get("headers", {}), message.get("properties", {})
+        captured = intercepted(
+            channel,
+            lambda: build(_PLACEHOLDER, producer, None if shown is None else _PLACEHOLDER_HEADERS),
+        )
+        copy = copyable(channel, captured)
+        if copy is None:
+            return _Template(pool, now)
+        headers, properties = captured[0][1]["headers"], captured[0][1]["properties"]
         if headers.get("eta") or headers.get("expires") or properties.get("expiration"):
             return _Template(pool, now)  # a time of its own (a task's default expires=)
-        try:
-            clone = Cloner(message)
-        except ValueError:
-            return _Template(pool, now)
-        priority = channel._get_message_priority(message, reverse=False)
-        key = channel._q_for_pri(queue, priority)
+        key, clone = copy
         return _Template(pool, now, key, clone, channel._create_client(), channel)
 
 
-__all__ = ["MAX_AGE", "Cloner", "can_clone", "single_send"]
+__all__ = ["MAX_AGE", "Cloner", "can_clone", "copyable", "intercepted", "single_send"]

@@ -30,7 +30,7 @@ PRIORITY_KEY = "inspect\x06\x166"  # kombu's Redis priority steps 0, 3, 6, 9: pr
 
 
 @pytest.fixture(autouse=True)
-def no_sent_events() -> Iterator[None]:
+def templates_in_use() -> Iterator[None]:
     """The test settings send task-sent events (for Flower), which templates leave to Celery:
     off here, in this process (the publisher's side). No template is left from another test."""
     conf = tasks.parked.app.conf
